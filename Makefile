@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` runs the main job, `make test` the tests.
+# Both create .venv and install everything first (torch first: pinned to the CPU build).
+
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED_MASSIVE := $(abspath ../shared/data/amazon-massive-dataset-1.1.tar.gz)
+export XLCL_MASSIVE ?= $(if $(wildcard $(SHARED_MASSIVE)),$(SHARED_MASSIVE),)
+
+.PHONY: demo test lint setup
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev,offline]'
+	touch $@
+
+demo: setup
+	$(BIN)/xlcl run configs/cpu-small.yaml
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest

@@ -1,0 +1,66 @@
+"""A token classifier on any Hugging Face encoder, fully trainable or with LoRA (PEFT).
+
+LoRA targets every linear layer of the encoder (`target_modules="all-linear"`) with
+``lora_alpha = r`` by default; the classification head is trained and saved with each
+adapter (`modules_to_save=["classifier"]`), so every adapter carries its own head.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from transformers import AutoModelForTokenClassification, PreTrainedModel
+
+from xlcl.config import LoraSettings
+from xlcl.methods import Method
+
+
+def lora_config(rank: int, settings: LoraSettings) -> LoraConfig:
+    """The PEFT config of one adapter of rank `rank`."""
+    return LoraConfig(
+        r=rank,
+        lora_alpha=settings.alpha or rank,
+        lora_dropout=settings.dropout,
+        target_modules="all-linear",
+        modules_to_save=["classifier"],
+        task_type=TaskType.TOKEN_CLS,
+    )
+
+
+def build_classifier(
+    model_path: str,
+    labels: list[str],
+    method: Method,
+    lora: LoraSettings,
+    seed: int,
+) -> torch.nn.Module:
+    """A fresh token classifier for `labels`; the head is initialised from `seed`."""
+    torch.manual_seed(seed)
+    model: PreTrainedModel = AutoModelForTokenClassification.from_pretrained(
+        model_path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: index for index, label in enumerate(labels)},
+    )
+    if method.rank is None:
+        return model
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*gradient_checkpointing", category=FutureWarning
+        )
+        return get_peft_model(model, lora_config(method.rank, lora))
+
+
+def save_adapter(model: torch.nn.Module, directory: Path) -> None:
+    """Save a LoRA model's adapter (and its head) in PEFT's format."""
+    if not isinstance(model, PeftModel):
+        raise TypeError("only LoRA models have an adapter to save")
+    model.save_pretrained(str(directory))
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """The parameters an optimizer updates: all of them, or the adapter and head."""
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]

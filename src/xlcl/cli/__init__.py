@@ -1,0 +1,27 @@
+"""The ``xlcl`` command line: it only parses arguments and calls the library.
+
+Each command group lives in its own module of this package and is registered here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from xlcl.cli import data, metrics, model, params, run
+
+app = typer.Typer(
+    name="xlcl",
+    help="Cross-lingual continual learning: train locales one after another, measure the loss.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data.app, name="data")
+app.add_typer(model.app, name="model")
+app.command("run")(run.run)
+app.command("params")(params.params)
+app.command("metrics")(metrics.metrics)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,229 @@
+"""The paper's protocol: train each step, then score every locale of the run.
+
+Run it with ``xlcl run configs/cpu-small.yaml``. A run reads MASSIVE, tokenizes each locale
+once, and follows its method's schedule:
+
+- sequential (VANILLA, SHARED LoRA): one model through the order; after step i every
+  locale is scored, giving row i of the score matrix;
+- independent (MONO, NON-SHARED LoRA): a fresh model or adapter per locale, scored on its
+  own locale (or on all, with ``evaluate.all_models``);
+- joint (MULTI): one model on all locales at once, scored once.
+
+Row 0 is the untrained model (fresh head) on every locale. Scores, curves and adapters go
+to the run directory as soon as they exist; ``DONE`` is written only at the very end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from xlcl.classifier import build_classifier, save_adapter
+from xlcl.config import RunConfig
+from xlcl.data import SPLITS, MassiveData, load_massive, resolve_order, slot_label_names
+from xlcl.encode import EncodedSplit, encode
+from xlcl.evaluate.scoring import score_splits
+from xlcl.methods import Schedule
+from xlcl.models import resolve_model
+from xlcl.progress import Reporter, Silent
+from xlcl.store import RunStore, ScoreCell, is_complete
+from xlcl.train import EpochRecord, train_step
+
+
+@dataclass
+class _Run:
+    """Everything a schedule needs, prepared once."""
+
+    config: RunConfig
+    order: tuple[str, ...]
+    labels: list[str]
+    splits: dict[str, dict[str, EncodedSplit]]
+    model_path: str
+    pad_id: int
+    device: torch.device
+    store: RunStore
+    reporter: Reporter
+
+    def fresh_model(self) -> torch.nn.Module:
+        """A new classifier for this run's method, the same initial head every time."""
+        model = build_classifier(
+            self.model_path,
+            self.labels,
+            self.config.method_spec,
+            self.config.lora,
+            seed=self.config.train.seed,
+        )
+        return model.to(self.device)
+
+    def train(self, model: torch.nn.Module, step: int, locales: Sequence[str]) -> None:
+        """Train step `step` on `locales` with early stopping; record its curve."""
+        train_cfg = self.config.train
+
+        def on_epoch(record: EpochRecord, best: float) -> None:
+            self.reporter.epoch(record.epoch, train_cfg.epochs, record.dev_f1, best)
+
+        result = train_step(
+            model,
+            [self.splits[locale]["train"] for locale in locales],
+            [self.splits[locale]["dev"] for locale in locales],
+            self.labels,
+            train_cfg,
+            pad_id=self.pad_id,
+            device=self.device,
+            eval_batch_size=self.config.evaluate.batch_size,
+            seed=train_cfg.seed + step,
+            on_epoch=on_epoch,
+        )
+        trained = locales[0] if len(locales) == 1 else "joint"
+        self.store.add_curve(step, trained, result.epochs)
+
+    def score(
+        self,
+        model: torch.nn.Module,
+        step: int,
+        trained_locale: str | None,
+        scored: Sequence[str],
+    ) -> None:
+        """Score `model` on the locales in `scored`; the other cells of the row are NaN."""
+        cells = []
+        for locale in self.order:
+            test = self.splits[locale]["test"]
+            if locale in scored:
+                counts = score_splits(
+                    model,
+                    [test],
+                    self.labels,
+                    self.config.evaluate.batch_size,
+                    self.pad_id,
+                    self.device,
+                )
+                values = (counts.f1, counts.precision, counts.recall, counts.n_pred)
+            else:
+                values = (float("nan"), float("nan"), float("nan"), 0)
+            n_gold = _gold_spans(test, self.labels)
+            cells.append(
+                ScoreCell(step, trained_locale, locale, *values[:3], n_gold, values[3], len(test))
+            )
+        self.store.add_cells(cells)
+        scored_f1 = [cell.f1 for cell in cells if cell.eval_locale in scored]
+        self.reporter.evaluated(step, sum(scored_f1) / len(scored_f1))
+
+
+def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
+    """Run the experiment `config` describes; return its run directory."""
+    reporter = reporter or Silent()
+    directory = Path(config.output_dir) / config.run_id
+    if is_complete(directory):
+        reporter.message(f"run {config.run_id} is already complete: {directory}")
+        return directory
+    order = resolve_order(config.order, config.locales)
+    data = load_massive(config.data.source, order, skip_invalid=config.data.skip_invalid)
+    labels = slot_label_names(data)
+    model_path = resolve_model(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
+    device = pick_device(config.train.device)
+    splits = _encode_all(config, data, order, labels, tokenizer)
+    store = RunStore.create(config, order, labels, data.checksum, str(device))
+    reporter.message(f"run {config.run_id}: {config.method_spec.label}, {len(order)} locales")
+    state = _Run(
+        config=config,
+        order=order,
+        labels=labels,
+        splits=splits,
+        model_path=model_path,
+        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        device=device,
+        store=store,
+        reporter=reporter,
+    )
+    try:
+        SCHEDULES[config.method_spec.schedule](state)
+    except BaseException as error:
+        store.fail(error)
+        raise
+    store.finish()
+    return store.directory
+
+
+def _sequential(run: _Run) -> None:
+    model = run.fresh_model()
+    run.score(model, 0, None, run.order)
+    for step, locale in enumerate(run.order, start=1):
+        run.reporter.start_step(step, len(run.order), locale)
+        run.train(model, step, [locale])
+        if run.config.method_spec.lora:
+            save_adapter(model, run.store.adapter_dir("shared"))
+        run.score(model, step, locale, run.order)
+
+
+def _independent(run: _Run) -> None:
+    run.score(run.fresh_model(), 0, None, run.order)
+    for step, locale in enumerate(run.order, start=1):
+        run.reporter.start_step(step, len(run.order), locale)
+        model = run.fresh_model()
+        run.train(model, step, [locale])
+        if run.config.method_spec.lora:
+            save_adapter(model, run.store.adapter_dir(locale))
+        scored = run.order if run.config.evaluate.all_models else [locale]
+        run.score(model, step, locale, scored)
+
+
+def _joint(run: _Run) -> None:
+    model = run.fresh_model()
+    run.score(model, 0, None, run.order)
+    run.reporter.start_step(1, 1, "all locales")
+    run.train(model, 1, run.order)
+    if run.config.method_spec.lora:
+        save_adapter(model, run.store.adapter_dir("joint"))
+    run.score(model, 1, "joint", run.order)
+
+
+SCHEDULES: dict[Schedule, Callable[[_Run], None]] = {
+    Schedule.SEQUENTIAL: _sequential,
+    Schedule.INDEPENDENT: _independent,
+    Schedule.JOINT: _joint,
+}
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` is the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _encode_all(
+    config: RunConfig,
+    data: MassiveData,
+    order: Sequence[str],
+    labels: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+) -> dict[str, dict[str, EncodedSplit]]:
+    limits = {
+        "train": config.data.max_train,
+        "dev": config.data.max_dev,
+        "test": config.data.max_test,
+    }
+    label_ids = {label: index for index, label in enumerate(labels)}
+    return {
+        locale: {
+            split: encode(
+                data.utterances(locale, split)[: limits[split]],
+                tokenizer,
+                label_ids,
+                config.train.max_length,
+            )
+            for split in SPLITS
+        }
+        for locale in order
+    }
+
+
+def _gold_spans(split: EncodedSplit, labels: Sequence[str]) -> int:
+    return sum(int(sum(labels[tag].startswith("B-") for tag in gold)) for gold in split.gold)

@@ -1,0 +1,198 @@
+"""The run directory: manifest, score matrix, curves, adapters, and a completion marker.
+
+Every file is replaced atomically (write a temporary file, fsync, rename), and ``DONE`` is
+written last, so a directory without it is never a finished run. The layout is documented
+in ``docs/run-directory.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from xlcl.config import RunConfig
+
+MANIFEST = "manifest.json"
+SCORES = "scores.parquet"
+CURVES = "curves.parquet"
+ADAPTERS = "adapters"
+DONE = "DONE"
+
+SCORE_COLUMNS = [
+    "step",
+    "trained_locale",
+    "eval_locale",
+    "f1",
+    "precision",
+    "recall",
+    "n_gold",
+    "n_pred",
+    "n_sentences",
+    "intent_accuracy",
+]
+
+
+@dataclass(frozen=True)
+class ScoreCell:
+    """One cell of the score matrix: `eval_locale` scored after step `step`."""
+
+    step: int
+    trained_locale: str | None
+    eval_locale: str
+    f1: float
+    precision: float
+    recall: float
+    n_gold: int
+    n_pred: int
+    n_sentences: int
+    intent_accuracy: float = float("nan")
+
+
+def atomic_write_bytes(path: Path, content: bytes) -> None:
+    """Write `content` to `path` so that readers see the old file or the new one, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_parquet(path: Path, frame: pd.DataFrame) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    try:
+        frame.to_parquet(temporary, index=False)
+        with open(temporary, "rb") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide a run's numbers."""
+    versions = {"python": platform.python_version()}
+    for package in ("xlcl", "torch", "transformers", "peft", "tokenizers", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def git_revision() -> str | None:
+    """The git commit of the working directory, if it is a repository."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class RunStore:
+    """Writes one run's directory as the run progresses."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any]) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self._cells: list[ScoreCell] = []
+        self._curves: list[dict[str, Any]] = []
+
+    @classmethod
+    def create(
+        cls,
+        config: RunConfig,
+        order: Iterable[str],
+        labels: list[str],
+        data_checksum: str,
+        device: str,
+    ) -> RunStore:
+        """Start a run directory (status ``running``) under ``config.output_dir``."""
+        directory = Path(config.output_dir) / config.run_id
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / DONE).unlink(missing_ok=True)
+        manifest = {
+            "run_id": config.run_id,
+            "status": "running",
+            "config": config.model_dump(mode="json"),
+            "method_label": config.method_spec.label,
+            "order": list(order),
+            "labels": labels,
+            "versions": package_versions(),
+            "git_revision": git_revision(),
+            "device": device,
+            "seed": config.train.seed,
+            "data_checksum": data_checksum,
+            "started_at": _now(),
+            "finished_at": None,
+            "error": None,
+        }
+        store = cls(directory, manifest)
+        store._write_manifest()
+        return store
+
+    def adapter_dir(self, name: str) -> Path:
+        """Where the adapter `name` (``shared``, ``joint`` or a locale) is saved."""
+        return self.directory / ADAPTERS / name
+
+    def add_cells(self, cells: Iterable[ScoreCell]) -> None:
+        """Append score cells and rewrite ``scores.parquet``."""
+        self._cells.extend(cells)
+        frame = pd.DataFrame([asdict(cell) for cell in self._cells], columns=SCORE_COLUMNS)
+        frame["trained_locale"] = frame["trained_locale"].astype("string")
+        _atomic_parquet(self.directory / SCORES, frame)
+
+    def add_curve(self, step: int, trained_locale: str, records: Iterable[Any]) -> None:
+        """Append one step's epoch records and rewrite ``curves.parquet``."""
+        for record in records:
+            self._curves.append({"step": step, "trained_locale": trained_locale, **asdict(record)})
+        _atomic_parquet(self.directory / CURVES, pd.DataFrame(self._curves))
+
+    def finish(self) -> None:
+        """Mark the run done: manifest first, then the completion marker."""
+        self.manifest.update(status="done", finished_at=_now())
+        self._write_manifest()
+        atomic_write_bytes(self.directory / DONE, b"")
+
+    def fail(self, error: BaseException) -> None:
+        """Mark the run failed (or interrupted, for Ctrl-C and termination)."""
+        interrupted = isinstance(error, KeyboardInterrupt | SystemExit)
+        self.manifest.update(
+            status="interrupted" if interrupted else "failed",
+            finished_at=_now(),
+            error=f"{type(error).__name__}: {error}",
+        )
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        text = json.dumps(self.manifest, indent=2, sort_keys=False) + "\n"
+        atomic_write_bytes(self.directory / MANIFEST, text.encode())
+
+
+def is_complete(directory: Path) -> bool:
+    """Whether `directory` holds a finished run."""
+    return (directory / DONE).is_file()

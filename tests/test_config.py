@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import pytest
+
+from xlcl.config import (
+    FULL_EPOCHS,
+    FULL_PATIENCE,
+    LORA_EPOCHS,
+    LORA_PATIENCE,
+    ConfigError,
+    load_config,
+)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_method_presets_fill_the_papers_epochs_and_patience(tmp_path):
+    full = load_config(write(tmp_path, "model: m\nmethod: vanilla\n"))
+    assert (full.train.epochs, full.train.patience) == (FULL_EPOCHS, FULL_PATIENCE) == (50, 5)
+    lora = load_config(write(tmp_path, "model: m\nmethod: shared-lora\nrank: 32\n"))
+    assert (lora.train.epochs, lora.train.patience) == (LORA_EPOCHS, LORA_PATIENCE) == (100, 15)
+    # The paper: runs without LoRA used the higher learning rate.
+    assert full.train.learning_rate > lora.train.learning_rate
+
+
+def test_overrides_reach_nested_fields_and_parse_yaml_values(tmp_path):
+    config = load_config(
+        write(tmp_path, "model: m\nmethod: vanilla\ntrain: {epochs: 3}\n"),
+        ["train.epochs=7", "order=[en-US, de-DE]", "data.max_train=100", "rank=null"],
+    )
+    assert config.train.epochs == 7
+    assert config.order == ["en-US", "de-DE"]
+    assert config.data.max_train == 100
+    assert config.train.patience == FULL_PATIENCE
+
+
+def test_unknown_key_is_an_error_with_did_you_mean(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'train.learning_rat'.*'train.learning_rate'"
+    ):
+        load_config(write(tmp_path, "model: m\nmethod: vanilla\n"), ["train.learning_rat=1e-4"])
+    with pytest.raises(ConfigError, match=r"unknown key 'methd'.*did you mean 'method'"):
+        load_config(write(tmp_path, "model: m\nmethd: vanilla\n"))
+
+
+def test_invalid_values_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.batch_size"):
+        load_config(write(tmp_path, "model: m\nmethod: vanilla\ntrain: {batch_size: 0}\n"))
+    with pytest.raises(ConfigError, match="needs a rank"):
+        load_config(write(tmp_path, "model: m\nmethod: shared-lora\n"))
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(write(tmp_path, "model: m\nmethod: vanilla\n"), ["train.epochs"])
+
+
+def test_run_id_is_a_hash_of_the_resolved_config_not_of_the_output_dir(tmp_path):
+    path = write(tmp_path, "model: m\nmethod: vanilla\n")
+    a = load_config(path)
+    b = load_config(path, ["output_dir=elsewhere"])
+    c = load_config(path, ["train.seed=1"])
+    explicit = load_config(path, [f"train.epochs={FULL_EPOCHS}"])
+    assert a.run_id == b.run_id == explicit.run_id
+    assert a.run_id != c.run_id
+    assert len(a.run_id) == 12
+
+
+def test_every_shipped_config_is_valid():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    configs = sorted([*root.glob("*.yaml"), *root.glob("paper/*.yaml")])
+    assert configs, "configs/ holds the paper's runs"
+    for path in configs:
+        load_config(path)

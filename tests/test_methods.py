@@ -1,0 +1,41 @@
+import pytest
+
+from xlcl.methods import Schedule, method
+
+
+@pytest.mark.parametrize(
+    ("name", "rank", "schedule", "label"),
+    [
+        ("multi", None, Schedule.JOINT, "MULTI"),
+        ("multi", 32, Schedule.JOINT, "MULTI LoRA 32"),
+        ("mono", None, Schedule.INDEPENDENT, "MONO"),
+        ("vanilla", None, Schedule.SEQUENTIAL, "VANILLA"),
+        ("shared-lora", 64, Schedule.SEQUENTIAL, "SHARED LoRA 64"),
+        ("nonshared-lora", 256, Schedule.INDEPENDENT, "NON-SHARED LoRA 256"),
+    ],
+)
+def test_presets_place_the_paper_methods_on_the_two_axes(name, rank, schedule, label):
+    spec = method(name, rank)
+    assert spec.schedule is schedule
+    assert spec.lora is (rank is not None)
+    assert spec.label == label
+
+
+def test_unknown_method_suggests_the_closest_name():
+    with pytest.raises(ValueError, match="did you mean 'shared-lora'"):
+        method("shared_lora", 32)
+
+
+@pytest.mark.parametrize(
+    ("name", "rank", "message"),
+    [
+        ("shared-lora", None, "needs a rank"),
+        ("nonshared-lora", None, "needs a rank"),
+        ("vanilla", 32, "takes no rank"),
+        ("mono", 8, "takes no rank"),
+        ("multi", 0, "positive"),
+    ],
+)
+def test_rank_is_checked_against_the_method(name, rank, message):
+    with pytest.raises(ValueError, match=message):
+        method(name, rank)
