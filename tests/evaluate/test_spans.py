@@ -132,6 +132,18 @@ def to_ids(
             (0.5, 0.5, 0.5),
             id="stale-start-across-sentences",
         ),
+        pytest.param(  # "x" (prefix x, type _) after the initial state starts a chunk
+            [["x", "B-y"]],
+            [["B", "B-y"]],
+            (1.0, 1.0, 1.0),
+            id="initial-start",
+        ),
+        pytest.param(  # after the "O" that follows an empty sentence it does not: gold _ 0..1
+            [[], ["x", "B-y"]],
+            [[], ["B", "B-y"]],
+            (0.5, 0.5, 0.5),
+            id="empty-first-sentence",
+        ),
         pytest.param(  # no spans anywhere: every ratio divides by zero -> 0.0
             [["O", "O"], []],
             [["O", "O"], []],

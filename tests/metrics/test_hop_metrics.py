@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from xlcl.metrics import ScoreMatrix, fwt, hop_means, mbt, mft
 nan = np.nan
 
 
-def close(actual: object, expected: object) -> None:
+def close(actual: Any, expected: Any) -> None:
     np.testing.assert_allclose(np.asarray(actual, dtype=float), expected, atol=1e-12)
 
 

@@ -107,7 +107,7 @@ def test_nan_cells_are_kept() -> None:
         ([*GOOD, (0, None, "c", 0.1)], "evaluated but never trained: c"),
         ([*GOOD[:2], (1, "a", "a", 0.5), (1, "b", "b", 0.2), *GOOD[4:]], "exactly one"),
         ([(0, "a", "a", 0.1), *GOOD[1:]], "step 0"),
-        ([*GOOD[:-1], (2, "b", "b", "high")], "not a number"),  # type: ignore[list-item]
+        ([*GOOD[:-1], (2, "b", "b", "high")], "not a number"),
         ([(0, None, "a", 0.1), (0, None, "b", 0.1)], "T >= 1"),
     ],
 )
@@ -117,7 +117,7 @@ def test_invalid_long_tables(rows: list[tuple[int, str | None, str, float]], mes
 
 
 def test_long_table_needs_its_columns() -> None:
-    with pytest.raises(MetricsInputError, match="lacks column.*trained_locale"):
+    with pytest.raises(MetricsInputError, match=r"lacks column.*trained_locale"):
         from_long(long(GOOD).drop(columns="trained_locale"))
 
 

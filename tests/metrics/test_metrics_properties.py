@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -33,7 +34,11 @@ def matrices(draw: st.DrawFn, nan: bool = True) -> ScoreMatrix:
 
 
 def same(a: object, b: object) -> None:
-    assert json_safe(a) == json_safe(b)
+    """Equal, NaN equal to NaN (tables compared with their index and columns)."""
+    if isinstance(a, pd.DataFrame | pd.Series) and isinstance(b, pd.DataFrame | pd.Series):
+        pd.testing.assert_frame_equal(pd.DataFrame(a), pd.DataFrame(b), check_exact=True)
+    else:
+        assert json_safe(a) == json_safe(b)
 
 
 @settings(max_examples=60, deadline=None)
@@ -49,9 +54,7 @@ def test_no_change_after_learning_means_no_forgetting(t: int, data: st.DataObjec
 
 @settings(max_examples=40, deadline=None)
 @given(matrices(), st.permutations(range(len(LOCALES))))
-def test_renaming_locales_renames_per_locale_results(
-    run: ScoreMatrix, perm: list[int]
-) -> None:
+def test_renaming_locales_renames_per_locale_results(run: ScoreMatrix, perm: list[int]) -> None:
     renamed_order = tuple(LOCALES[i] for i in perm[: run.n_locales])
     rename = dict(zip(run.order, renamed_order, strict=True))
     renamed = ScoreMatrix(order=renamed_order, f1=run.f1, method=run.method)

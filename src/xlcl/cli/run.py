@@ -33,11 +33,16 @@ def run(
 
         typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
         return
+    from transformers.utils import logging as transformers_logging
+
     from xlcl.progress import ConsoleReporter
     from xlcl.protocol import run as run_experiment
 
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
     try:
         directory = run_experiment(resolved, ConsoleReporter())
-    except (DataError, ValueError) as error:
+    except DataError as error:
         fail(str(error))
     typer.echo(str(directory))

@@ -153,32 +153,30 @@ def count_spans(
 class _ChunkTable:
     """seqeval's chunk rules for every (previous label, label) pair of a vocabulary.
 
-    Two states follow the labels: ``outside``, the "O" that seqeval puts after
-    each sentence, and ``initial``, the state before the first token, an "O"
-    whose type no label has (seqeval starts from type "", a parsed type is never empty).
+    One state follows the labels: ``outside``, the "O" that seqeval puts after
+    each sentence.
     """
 
     def __init__(self, labels: Sequence[str]) -> None:
         type_ids: dict[str, int] = {}
-        prefix = np.empty(len(labels) + 2, dtype=np.int8)
-        self.type = np.empty(len(labels) + 2, dtype=np.intp)
+        prefix = np.empty(len(labels) + 1, dtype=np.int8)
+        self.type = np.empty(len(labels) + 1, dtype=np.intp)
         for i, label in enumerate(labels):
             if not label:
                 raise ValueError(f"label {i} is the empty string")
             prefix[i] = _PREFIX_CLASS.get(label[0], _OTHER)
             self.type[i] = type_ids.setdefault(label[1:].split("-", 1)[-1] or "_", len(type_ids))
-        self.outside, self.initial = len(labels), len(labels) + 1
-        prefix[self.outside], self.type[self.outside] = _O, type_ids.setdefault("_", len(type_ids))
-        prefix[self.initial], self.type[self.initial] = _O, -1
-        self.size = len(labels) + 2
+        self.outside = len(labels)
+        prefix[-1], self.type[-1] = _O, type_ids.setdefault("_", len(type_ids))
+        self.size = len(labels) + 1
         prev_p, prev_t = prefix[:, None], self.type[:, None]
         cur_p, cur_t = prefix[None, :], self.type[None, :]
         end = _ends(prev_p, prev_t, cur_p, cur_t)
         start = _starts(prev_p, prev_t, cur_p, cur_t)
         self.code = (end * _END_BIT + start * _START_BIT).astype(np.uint8).ravel()
 
-    def chunks(self, tokens: IntArray, lengths: IntArray) -> tuple[BoolArray, IntArray]:
-        """Whether a chunk ends at each token (inclusive), and the chunk's start there.
+    def chunks(self, tokens: IntArray, lengths: IntArray) -> tuple[BoolArray, BoolArray]:
+        """Whether a chunk starts at each token, and whether one ends there (inclusive).
 
         ``tokens`` holds the sentences back to back, ``lengths`` their lengths.
         Positions index ``tokens``; seqeval's positions also count the "O"
@@ -187,33 +185,38 @@ class _ChunkTable:
         ends_at = np.cumsum(lengths)
         nonempty = lengths > 0
         first, last = (ends_at - lengths)[nonempty], ends_at[nonempty] - 1
-        prev = np.empty_like(tokens)
-        prev[1:] = tokens[:-1]
-        prev[first] = self.outside
-        if lengths[0]:  # else seqeval's first position is the "O" after sentence 0
-            prev[0] = self.initial
-        code = self.code[prev * self.size + tokens]
+        pair = np.empty_like(tokens)
+        pair[1:] = tokens[:-1]
+        pair[first] = self.outside
+        np.multiply(pair, self.size, out=pair)
+        np.add(pair, tokens, out=pair)
+        code = np.take(self.code, pair)
+        # seqeval's chunk start is 0 before any chunk has started: token 0 itself,
+        # unless sentence 0 is empty and position 0 is the "O" after it.
+        if lengths[0]:
+            code[0] |= _START_BIT
         # A chunk ends at token i when the rules say so for the pair (i, i + 1),
-        # where token i + 1 is the "O" after a sentence's last token.
+        # where i + 1 is the "O" after a sentence's last token.
         next_code = np.empty_like(code)
         next_code[:-1] = code[1:]
-        next_code[last] = self.code[tokens[last] * self.size + self.outside]
-        ends = (next_code & _END_BIT).view(np.bool_)
-        # The latest start at or before each token; before any, seqeval's initial 0,
-        # which is the "O" after sentence 0 when that sentence is empty.
-        before_any = 0 if lengths[0] else -1
-        starts = np.where(code & _START_BIT, np.arange(tokens.size), before_any)
-        return ends, np.maximum.accumulate(starts, out=starts)
+        next_code[last] = np.take(self.code, tokens[last] * self.size + self.outside)
+        return (code & _START_BIT) != 0, (next_code & _END_BIT) != 0
 
     def count(self, gold: IntArray, pred: IntArray, lengths: IntArray) -> SpanCounts:
         """Counts of two label-id sequences that hold sentences of ``lengths`` back to back."""
         if gold.size == 0:
             return SpanCounts(0, 0, 0)
-        gold_ends, gold_starts = self.chunks(gold, lengths)
-        pred_ends, pred_starts = self.chunks(pred, lengths)
-        both = np.flatnonzero(gold_ends & pred_ends)
-        same_start = gold_starts[both] == pred_starts[both]
-        same_type = self.type[gold[both]] == self.type[pred[both]]
+        gold_starts, gold_ends = self.chunks(gold, lengths)
+        pred_starts, pred_ends = self.chunks(pred, lengths)
+        both_end = np.flatnonzero(gold_ends & pred_ends)
+        # A chunk starts at the latest start at or before its end. Two chunks that end
+        # together start together iff the latest start of either is a start of both,
+        # or neither has started (both then take seqeval's initial position).
+        latest = np.where(gold_starts | pred_starts, np.arange(gold.size), -1)
+        np.maximum.accumulate(latest, out=latest)
+        latest = latest[both_end]
+        same_start = (latest < 0) | (gold_starts[latest] & pred_starts[latest])
+        same_type = self.type[gold[both_end]] == self.type[pred[both_end]]
         return SpanCounts(
             n_gold=int(np.count_nonzero(gold_ends)),
             n_pred=int(np.count_nonzero(pred_ends)),

@@ -116,6 +116,4 @@ def _stack(curves: list[np.ndarray]) -> pd.DataFrame:
 
 def _describe(table: pd.DataFrame) -> pd.DataFrame:
     """Per column of ``table`` (runs as rows): mean, std (ddof 1) and n over non-NaN cells."""
-    return pd.DataFrame(
-        {"mean": table.mean(), "std": table.std(ddof=DDOF), "n": table.count()}
-    )
+    return pd.DataFrame({"mean": table.mean(), "std": table.std(ddof=DDOF), "n": table.count()})

@@ -93,7 +93,7 @@ def perf_shift(matrix: ScoreMatrix) -> np.ndarray:
         return out
     eff = effect(matrix)
     for i in range(2, matrix.n_locales + 1):
-        out[i] = nanmean(eff[i, :i - 1])
+        out[i] = nanmean(eff[i, : i - 1])
     return out
 
 

@@ -100,7 +100,7 @@ def _locale_entry(agg: Aggregate, locale: str) -> dict[str, Any]:
 def _group_entries(table: pd.DataFrame) -> dict[str, Any]:
     entries = {}
     for group, row in table.iterrows():
-        entry: dict[str, Any] = {"n_locales": row["n_locales"]}
+        entry: dict[str, Any] = {"n_locales": int(row["n_locales"])}
         entry.update({q: row[q] for q in LOCALE_VALUES})
         for prefix in ("mft", "mbt"):
             entry[prefix] = row[_hop_columns(table, prefix)].to_numpy()

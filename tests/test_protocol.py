@@ -1,0 +1,138 @@
+"""The protocol end to end on a small fixture: every method's score-matrix pattern."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from massive_fixture import write_massive_dir
+from xlcl.config import validate_config
+from xlcl.protocol import run
+from xlcl.store import DONE
+
+ORDER = ["en-US", "ja-JP", "de-DE"]
+
+
+@pytest.fixture(scope="module")
+def massive_dir(tmp_path_factory):
+    return write_massive_dir(tmp_path_factory.mktemp("massive"))
+
+
+def make_config(tiny_model, massive_dir, tmp_path, method, rank=None, **extra):
+    raw = {
+        "model": str(tiny_model),
+        "method": method,
+        "rank": rank,
+        "order": extra.pop("order", ORDER),
+        "data": {"source": str(massive_dir)},
+        "train": {"epochs": 2, "patience": 1, "batch_size": 4, "learning_rate": 1e-3},
+        "output_dir": str(tmp_path / "runs"),
+        **extra,
+    }
+    return validate_config(raw)
+
+
+def matrix(directory):
+    scores = pd.read_parquet(directory / "scores.parquet")
+    return scores.pivot(index="step", columns="eval_locale", values="f1")[ORDER]
+
+
+@pytest.mark.parametrize(
+    ("method", "rank", "steps"),
+    [("vanilla", None, 4), ("shared-lora", 4, 4)],
+)
+def test_sequential_methods_fill_every_cell(tiny_model, massive_dir, tmp_path, method, rank, steps):
+    directory = run(make_config(tiny_model, massive_dir, tmp_path, method, rank))
+    table = matrix(directory)
+    assert table.shape == (steps, 3)
+    assert not table.isna().any().any()
+    scores = pd.read_parquet(directory / "scores.parquet")
+    assert scores["trained_locale"].tolist()[3::3] == ORDER
+    assert (scores["n_sentences"] == 5).all()
+    # en-US test: 5 utterances cycling the templates: 2 + 1 + 1 + 2 + 0 gold spans.
+    assert set(scores.loc[scores["eval_locale"] == "en-US", "n_gold"]) == {6}
+
+
+@pytest.mark.parametrize(("method", "rank"), [("mono", None), ("nonshared-lora", 4)])
+def test_independent_methods_score_only_their_own_locale(
+    tiny_model, massive_dir, tmp_path, method, rank
+):
+    directory = run(make_config(tiny_model, massive_dir, tmp_path, method, rank))
+    table = matrix(directory)
+    assert not table.loc[0].isna().any()  # the untrained model is scored everywhere
+    for step, locale in enumerate(ORDER, start=1):
+        row = table.loc[step]
+        assert not math.isnan(row[locale])
+        assert row.drop(locale).isna().all()
+    if rank is not None:
+        for locale in ORDER:
+            assert (directory / "adapters" / locale / "adapter_model.safetensors").is_file()
+
+
+def test_independent_methods_can_score_every_model_everywhere(tiny_model, massive_dir, tmp_path):
+    config = make_config(
+        tiny_model, massive_dir, tmp_path, "nonshared-lora", 4, evaluate={"all_models": True}
+    )
+    assert not matrix(run(config)).isna().any().any()
+
+
+def test_multi_trains_once_on_all_locales(tiny_model, massive_dir, tmp_path):
+    directory = run(make_config(tiny_model, massive_dir, tmp_path, "multi", 4))
+    scores = pd.read_parquet(directory / "scores.parquet")
+    assert sorted(scores["step"].unique()) == [0, 1]
+    assert set(scores.loc[scores["step"] == 1, "trained_locale"]) == {"joint"}
+    curves = pd.read_parquet(directory / "curves.parquet")
+    assert set(curves["trained_locale"]) == {"joint"}
+    assert (directory / "adapters" / "joint" / "adapter_config.json").is_file()
+
+
+def test_a_finished_run_is_complete_and_described(tiny_model, massive_dir, tmp_path):
+    config = make_config(tiny_model, massive_dir, tmp_path, "vanilla")
+    directory = run(config)
+    assert directory.name == config.run_id
+    assert (directory / DONE).is_file()
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["status"] == "done"
+    assert manifest["order"] == ORDER
+    assert manifest["labels"][0] == "O"
+    assert manifest["config"]["train"]["patience"] == 1
+    assert len(manifest["data_checksum"]) == 64
+    assert {"torch", "transformers", "peft"} <= set(manifest["versions"])
+    curves = pd.read_parquet(directory / "curves.parquet")
+    assert set(curves.columns) >= {"step", "trained_locale", "epoch", "train_loss", "dev_f1"}
+    # A second call finds the finished run and does not train again.
+    before = (directory / "scores.parquet").stat().st_mtime_ns
+    assert run(config) == directory
+    assert (directory / "scores.parquet").stat().st_mtime_ns == before
+
+
+def test_a_failed_run_is_marked_failed_not_done(tiny_model, massive_dir, tmp_path, monkeypatch):
+    config = make_config(tiny_model, massive_dir, tmp_path, "vanilla")
+
+    def explode(*args, **kwargs):
+        raise FloatingPointError("non-finite gradient norm at epoch 1")
+
+    monkeypatch.setattr("xlcl.protocol.train_step", explode)
+    with pytest.raises(FloatingPointError):
+        run(config)
+    directory = tmp_path / "runs" / config.run_id
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert "non-finite" in manifest["error"]
+    assert not (directory / DONE).exists()
+
+
+def test_bad_data_leaves_no_run_directory(tiny_model, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "en-US.jsonl").write_text(
+        '{"id": "0", "locale": "en-US", "partition": "train", "intent": "x", '
+        '"utt": "wake me", "annot_utt": "wake [time : me"}\n'
+    )
+    config = make_config(tiny_model, broken, tmp_path, "vanilla", order=["en-US"])
+    with pytest.raises(ValueError, match="en-US.jsonl"):
+        run(config)
+    assert not (tmp_path / "runs").exists()
