@@ -133,6 +133,6 @@ def test_bad_data_leaves_no_run_directory(tiny_model, tmp_path):
         '"utt": "wake me", "annot_utt": "wake [time : me"}\n'
     )
     config = make_config(tiny_model, broken, tmp_path, "vanilla", order=["en-US"])
-    with pytest.raises(ValueError, match="en-US.jsonl"):
+    with pytest.raises(ValueError, match=r"en-US\.jsonl"):
         run(config)
     assert not (tmp_path / "runs").exists()
