@@ -1,0 +1,86 @@
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from massive_fixture import write_massive_dir
+from xlcl.classifier import build_classifier, trainable_parameters
+from xlcl.config import LoraSettings, TrainConfig
+from xlcl.data import load_massive, slot_label_names
+from xlcl.encode import encode
+from xlcl.evaluate.spans import SpanCounts
+from xlcl.methods import method
+from xlcl.train import train_step
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model, tmp_path_factory):
+    data = load_massive(write_massive_dir(tmp_path_factory.mktemp("m")), ["en-US"])
+    labels = slot_label_names(data)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    ids = {label: index for index, label in enumerate(labels)}
+    train = encode(data.utterances("en-US", "train"), tokenizer, ids, 32)
+    dev = encode(data.utterances("en-US", "dev"), tokenizer, ids, 32)
+    return tiny_model, labels, train, dev
+
+
+def train(model, setup, epochs, patience, **kwargs):
+    _, labels, train_split, dev_split = setup
+    config = TrainConfig(epochs=epochs, patience=patience, learning_rate=1e-2, batch_size=4)
+    return train_step(
+        model,
+        [train_split],
+        [dev_split],
+        labels,
+        config,
+        pad_id=1,
+        device=torch.device("cpu"),
+        eval_batch_size=8,
+        seed=0,
+        **kwargs,
+    )
+
+
+def test_early_stopping_restores_the_best_epochs_weights(setup, monkeypatch):
+    model_dir, labels, *_ = setup
+    model = build_classifier(str(model_dir), labels, method("vanilla"), LoraSettings(), seed=0)
+    dev_f1 = iter([0.2, 0.5, 0.3, 0.4, 0.9])
+    weights_at_epoch = []
+
+    def scripted_dev_score(model, *args):
+        weights_at_epoch.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        return SpanCounts(10, 10, round(next(dev_f1) * 10))
+
+    monkeypatch.setattr("xlcl.train.score_splits", scripted_dev_score)
+    result = train(model, setup, epochs=10, patience=2)
+    # 2 epochs without gain after the best one: stop at epoch 4
+    assert [r.dev_f1 for r in result.epochs] == pytest.approx([0.2, 0.5, 0.3, 0.4])
+    assert result.best_epoch == 2
+    assert result.best_dev_f1 == pytest.approx(0.5)
+    best = weights_at_epoch[1]
+    assert any(not torch.equal(best[n], p) for n, p in weights_at_epoch[-1].items())
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter, best[name]), name
+
+
+def test_lora_training_leaves_the_base_frozen(setup):
+    model_dir, labels, *_ = setup
+    model = build_classifier(str(model_dir), labels, method("shared-lora", 4), LoraSettings(), 0)
+    trainable = {name for name, _ in trainable_parameters(model)}
+    assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if n not in trainable}
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if n in trainable}
+    result = train(model, setup, epochs=2, patience=2)
+    assert len(result.epochs) == 2
+    for name, parameter in model.named_parameters():
+        if name in frozen:
+            assert torch.equal(parameter, frozen[name]), name
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)
+
+
+def test_a_non_finite_gradient_stops_the_step(setup):
+    model_dir, labels, *_ = setup
+    model = build_classifier(str(model_dir), labels, method("vanilla"), LoraSettings(), 0)
+    with torch.no_grad():
+        model.classifier.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        train(model, setup, epochs=1, patience=1)
