@@ -84,7 +84,11 @@ def main() -> None:
     rows = [
         ("seqeval `f1_score` (tags)", run_seqeval, 3),
         ("`span_f1` (tags)", lambda: span_f1(gold_tags, pred_tags)["f1"], 5),
-        ("`count_spans` (ids + mask)", lambda: count_spans(gold_ids, pred_ids, labels, mask).f1, 20),
+        (
+            "`count_spans` (ids + mask)",
+            lambda: count_spans(gold_ids, pred_ids, labels, mask).f1,
+            20,
+        ),
     ]
     results = [(name, *best_time(fn, repeats)) for name, fn, repeats in rows]
     reference = results[0][2]

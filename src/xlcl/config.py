@@ -74,6 +74,12 @@ class EvaluateConfig(_Section):
     )
 
 
+class CheckpointConfig(_Section):
+    """Step checkpoints for resuming a killed run (they do not change its results)."""
+
+    keep: int = Field(2, ge=1, description="complete checkpoints kept")
+
+
 class RunConfig(_Section):
     """One experiment: a model, a method, an order of locales, and how to train."""
 
@@ -90,6 +96,7 @@ class RunConfig(_Section):
     train: TrainConfig
     lora: LoraSettings = LoraSettings()
     evaluate: EvaluateConfig = EvaluateConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
     output_dir: str = Field("runs", description="parent directory of run directories")
 
     @model_validator(mode="before")
@@ -117,8 +124,8 @@ class RunConfig(_Section):
 
     @property
     def run_id(self) -> str:
-        """Hash of the resolved config; the output directory does not change a run."""
-        payload = self.model_dump(mode="json", exclude={"output_dir"})
+        """Hash of the resolved config; where and how it is stored does not change a run."""
+        payload = self.model_dump(mode="json", exclude={"output_dir", "checkpoint"})
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

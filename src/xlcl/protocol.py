@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from xlcl.classifier import build_classifier, save_adapter
+from xlcl.checkpoint import Checkpoint, latest_checkpoint, save_checkpoint
+from xlcl.classifier import build_classifier, save_adapter, trainable_parameters
 from xlcl.config import RunConfig
 from xlcl.data import SPLITS, MassiveData, load_massive, resolve_order, slot_label_names
 from xlcl.encode import EncodedSplit, encode
@@ -47,6 +48,42 @@ class _Run:
     device: torch.device
     store: RunStore
     reporter: Reporter
+    resumed_from: Checkpoint | None
+
+    @property
+    def finished_step(self) -> int:
+        """The last step whose scores are recorded; -1 when not even step 0 is."""
+        return -1 if self.resumed_from is None else self.resumed_from.step
+
+    def pending(self, step: int) -> bool:
+        """Whether `step` still has to run (a resumed run skips finished steps)."""
+        return step > self.finished_step
+
+    def checkpoint(self, step: int, model: torch.nn.Module | None) -> None:
+        """Record that `step` is finished; keep `model`'s trainable weights if it goes on."""
+        weights: dict[str, torch.Tensor] | None = None
+        if model is not None:
+            weights = {name: p for name, p in trainable_parameters(model)}
+        save_checkpoint(
+            self.store.directory,
+            step,
+            weights,
+            self.config.run_id,
+            keep=self.config.checkpoint.keep,
+        )
+
+    def restored_model(self) -> torch.nn.Module:
+        """A fresh model, with the checkpoint's weights when the run resumes."""
+        model = self.fresh_model()
+        if self.resumed_from is not None:
+            weights = self.resumed_from.weights()
+            if weights is not None:
+                state = dict(trainable_parameters(model))
+                with torch.no_grad():
+                    for name, tensor in weights.items():
+                        state[name].copy_(tensor)
+            self.resumed_from.restore_rng()
+        return model
 
     def fresh_model(self) -> torch.nn.Module:
         """A new classifier for this run's method, the same initial head every time."""
@@ -114,7 +151,11 @@ class _Run:
 
 
 def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
-    """Run the experiment `config` describes; return its run directory."""
+    """Run the experiment `config` describes, or resume it; return its run directory.
+
+    A run directory that already exists for this config continues from its newest complete
+    checkpoint; a finished one is returned as it is.
+    """
     reporter = reporter or Silent()
     directory = Path(config.output_dir) / config.run_id
     if is_complete(directory):
@@ -129,8 +170,13 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
         torch.set_num_threads(config.train.threads)
     device = pick_device(config.train.device)
     splits = _encode_all(config, data, order, labels, tokenizer)
-    store = RunStore.create(config, order, labels, data.checksum, str(device))
-    reporter.message(f"run {config.run_id}: {config.method_spec.label}, {len(order)} locales")
+    checkpoint = latest_checkpoint(directory, config.run_id) if directory.is_dir() else None
+    if checkpoint is None:
+        store = RunStore.create(config, order, labels, data.checksum, str(device))
+        reporter.message(f"run {config.run_id}: {config.method_spec.label}, {len(order)} locales")
+    else:
+        store = RunStore.resume(directory, checkpoint.step)
+        reporter.message(f"run {config.run_id}: resuming after step {checkpoint.step}")
     state = _Run(
         config=config,
         order=order,
@@ -141,6 +187,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
         device=device,
         store=store,
         reporter=reporter,
+        resumed_from=checkpoint,
     )
     try:
         SCHEDULES[config.method_spec.schedule](state)
@@ -152,19 +199,28 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
 
 
 def _sequential(run: _Run) -> None:
-    model = run.fresh_model()
-    run.score(model, 0, None, run.order)
+    model = run.restored_model()
+    if run.pending(0):
+        run.score(model, 0, None, run.order)
+        run.checkpoint(0, model)
     for step, locale in enumerate(run.order, start=1):
+        if not run.pending(step):
+            continue
         run.reporter.start_step(step, len(run.order), locale)
         run.train(model, step, [locale])
         if run.config.method_spec.lora:
             save_adapter(model, run.store.adapter_dir("shared"))
         run.score(model, step, locale, run.order)
+        run.checkpoint(step, model)
 
 
 def _independent(run: _Run) -> None:
-    run.score(run.fresh_model(), 0, None, run.order)
+    if run.pending(0):
+        run.score(run.fresh_model(), 0, None, run.order)
+        run.checkpoint(0, None)
     for step, locale in enumerate(run.order, start=1):
+        if not run.pending(step):
+            continue
         run.reporter.start_step(step, len(run.order), locale)
         model = run.fresh_model()
         run.train(model, step, [locale])
@@ -172,16 +228,22 @@ def _independent(run: _Run) -> None:
             save_adapter(model, run.store.adapter_dir(locale))
         scored = run.order if run.config.evaluate.all_models else [locale]
         run.score(model, step, locale, scored)
+        run.checkpoint(step, None)
 
 
 def _joint(run: _Run) -> None:
-    model = run.fresh_model()
-    run.score(model, 0, None, run.order)
+    model = run.restored_model()
+    if run.pending(0):
+        run.score(model, 0, None, run.order)
+        run.checkpoint(0, None)
+    if not run.pending(1):
+        return
     run.reporter.start_step(1, 1, "all locales")
     run.train(model, 1, run.order)
     if run.config.method_spec.lora:
         save_adapter(model, run.store.adapter_dir("joint"))
     run.score(model, 1, "joint", run.order)
+    run.checkpoint(1, None)
 
 
 SCHEDULES: dict[Schedule, Callable[[_Run], None]] = {

@@ -119,7 +119,7 @@ class RunStore:
     def __init__(self, directory: Path, manifest: dict[str, Any]) -> None:
         self.directory = directory
         self.manifest = manifest
-        self._cells: list[ScoreCell] = []
+        self._cells: list[dict[str, Any]] = []
         self._curves: list[dict[str, Any]] = []
 
     @classmethod
@@ -134,7 +134,8 @@ class RunStore:
         """Start a run directory (status ``running``) under ``config.output_dir``."""
         directory = Path(config.output_dir) / config.run_id
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / DONE).unlink(missing_ok=True)
+        for stale in (DONE, SCORES, CURVES):
+            (directory / stale).unlink(missing_ok=True)
         manifest = {
             "run_id": config.run_id,
             "status": "running",
@@ -150,8 +151,28 @@ class RunStore:
             "started_at": _now(),
             "finished_at": None,
             "error": None,
+            "resumed": [],
         }
         store = cls(directory, manifest)
+        store._write_manifest()
+        return store
+
+    @classmethod
+    def resume(cls, directory: Path, after_step: int) -> RunStore:
+        """Reopen a run directory, keeping what was recorded up to step `after_step`."""
+        manifest = json.loads((directory / MANIFEST).read_text())
+        store = cls(directory, manifest)
+        if (directory / SCORES).exists():
+            scores = pd.read_parquet(directory / SCORES)
+            kept = scores[scores["step"] <= after_step]
+            store._cells = [{str(k): v for k, v in row.items()} for row in kept.to_dict("records")]
+        if (directory / CURVES).exists():
+            curves = pd.read_parquet(directory / CURVES)
+            kept = curves[curves["step"] <= after_step]
+            store._curves = [{str(k): v for k, v in row.items()} for row in kept.to_dict("records")]
+        resumed = {"at": _now(), "after_step": after_step}
+        manifest["resumed"] = [*manifest.get("resumed", []), resumed]
+        manifest.update(status="running", finished_at=None, error=None)
         store._write_manifest()
         return store
 
@@ -161,8 +182,8 @@ class RunStore:
 
     def add_cells(self, cells: Iterable[ScoreCell]) -> None:
         """Append score cells and rewrite ``scores.parquet``."""
-        self._cells.extend(cells)
-        frame = pd.DataFrame([asdict(cell) for cell in self._cells], columns=SCORE_COLUMNS)
+        self._cells.extend(asdict(cell) for cell in cells)
+        frame = pd.DataFrame(self._cells, columns=SCORE_COLUMNS)
         frame["trained_locale"] = frame["trained_locale"].astype("string")
         _atomic_parquet(self.directory / SCORES, frame)
 

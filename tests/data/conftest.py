@@ -1,26 +1,17 @@
-"""Fixtures for the data tests: small MASSIVE files written per test, and the real archive.
+"""Fixtures for the data tests: small MASSIVE files written per test.
 
-The real archive is found through ``XLCL_MASSIVE`` or at ``../shared/data/`` from the repository
-root; tests that need it are skipped with a message where it is absent.
+The real archive comes from the ``massive_archive`` fixture of ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
-
-REAL_ARCHIVE = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "data"
-    / "amazon-massive-dataset-1.1.tar.gz"
-)
 
 Rows = Mapping[str, Sequence[Mapping[str, object] | str]]
 
@@ -134,16 +125,3 @@ def write_archive(tmp_path: Path) -> Callable[[Rows], Path]:
         return path
 
     return write
-
-
-@pytest.fixture(scope="session")
-def massive_archive() -> Path:
-    """The real MASSIVE 1.1 archive (``$XLCL_MASSIVE`` or ``../shared/data/``)."""
-    configured = os.environ.get("XLCL_MASSIVE")
-    path = Path(configured) if configured else REAL_ARCHIVE
-    if not path.is_file():
-        pytest.skip(
-            f"real MASSIVE archive not found at {path}: set XLCL_MASSIVE to "
-            "amazon-massive-dataset-1.1.tar.gz to run this test"
-        )
-    return path

@@ -109,6 +109,8 @@ def test_nan_cells_are_kept() -> None:
         ([(0, "a", "a", 0.1), *GOOD[1:]], "step 0"),
         ([*GOOD[:-1], (2, "b", "b", "high")], "not a number"),
         ([(0, None, "a", 0.1), (0, None, "b", 0.1)], "T >= 1"),
+        ([*GOOD[:4], (2, "a", "a", 0.4), (2, "a", "b", 0.6)], "trained twice in the order: a"),
+        ([(0, None, "a", 0.1), (1, "a", "a", 0.5), (2, "b", "a", 0.4)], "never evaluated: b"),
     ],
 )
 def test_invalid_long_tables(rows: list[tuple[int, str | None, str, float]], message: str) -> None:
@@ -128,6 +130,11 @@ def test_long_table_and_method_must_agree(multi3: ScoreMatrix) -> None:
         from_long(long(GOOD), method="multi")
     with pytest.raises(MetricsInputError, match="order differs"):
         from_long(long(GOOD), order=["b", "a"])
+    three_steps = [*to_long(multi3).itertuples(index=False), (2, "joint", "a", 0.5)]
+    with pytest.raises(MetricsInputError, match="steps 0 and 1"):
+        from_long(long(three_steps))
+    with pytest.raises(MetricsInputError, match="'joint' may only"):
+        from_long(long([*GOOD[:4], (2, "joint", "a", 0.4), (2, "joint", "b", 0.6)]))
 
 
 def test_invalid_square_tables() -> None:

@@ -15,7 +15,7 @@ class InvalidRow:
     problem: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line} id={self.id}: {self.problem}"
+        return str(DataError.from_row(self))
 
 
 class DataError(ValueError):

@@ -17,14 +17,15 @@ published MASSIVE numbers. Its rules, from
 - A chunk that ends before token i is (type of token i-1, latest start before
   i, i-1). With prefixes other than O/B/I/E/S (``"."``, a bare type) a chunk
   can end without having started, and then takes the latest start before it,
-  even one in an earlier sentence; we reproduce that too.
+  even one in an earlier sentence, or position 0 if there is none (the "O"
+  after sentence 0 when that is empty); we reproduce that too.
 - Micro-averaged: a predicted chunk is correct when the gold sequence has a
   chunk with the same type, start and end.
 
-Each token ends at most one chunk, so a chunk is identified by its end
-position: gold and predicted chunks are compared position by position, with
-no sets or sorting. The two rules are evaluated once per pair of labels into a
-small table; per token the work is one table lookup.
+The two rules are evaluated once per pair of labels into a small table, so
+each token costs one lookup. Each token ends at most one chunk, so gold and
+predicted chunks are compared position by position, with no sets or sorting.
+Seqeval also rejects zero sentences (TypeError), where we score 0.0.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def span_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dic
     """
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted")
-    vocab: dict[str, int] = {}
+    vocab = _Vocabulary()
     gold_ids: list[int] = []
     pred_ids: list[int] = []
     lengths: list[int] = []
@@ -103,8 +104,8 @@ def span_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dic
             raise TypeError(f"sentence {i} is a string, expected a sequence of tags")
         if len(g) != len(p):
             raise ValueError(f"sentence {i}: {len(g)} gold tags but {len(p)} predicted")
-        gold_ids.extend([vocab.setdefault(tag, len(vocab)) for tag in g])
-        pred_ids.extend([vocab.setdefault(tag, len(vocab)) for tag in p])
+        gold_ids.extend(map(vocab.__getitem__, g))
+        pred_ids.extend(map(vocab.__getitem__, p))
         lengths.append(len(g))
     table = _ChunkTable(list(vocab))
     counts = table.count(
@@ -113,6 +114,14 @@ def span_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dic
         np.array(lengths, dtype=np.intp),
     )
     return counts.scores()
+
+
+class _Vocabulary(dict[str, int]):
+    """Ids of tags in order of first appearance; looking up a new tag adds it."""
+
+    def __missing__(self, tag: str) -> int:
+        self[tag] = len(self)
+        return self[tag]
 
 
 def count_spans(
@@ -131,6 +140,10 @@ def count_spans(
     ``np.arange(n_positions) < lengths[:, None]``.
     """
     gold_ids, pred_ids = np.asarray(gold_ids), np.asarray(pred_ids)
+    if not (
+        np.issubdtype(gold_ids.dtype, np.integer) and np.issubdtype(pred_ids.dtype, np.integer)
+    ):
+        raise TypeError(f"expected integer label ids, got {gold_ids.dtype} and {pred_ids.dtype}")
     if gold_ids.ndim != 2 or gold_ids.shape != pred_ids.shape:
         raise ValueError(
             f"expected two 2D arrays of one shape, got {gold_ids.shape} and {pred_ids.shape}"
@@ -147,14 +160,17 @@ def count_spans(
         if tokens.size and (tokens.min() < 0 or tokens.max() >= len(labels)):
             raise ValueError(f"{name} holds ids outside [0, {len(labels)}) at masked-in positions")
     lengths = np.count_nonzero(mask, axis=1)
-    return _ChunkTable(labels).count(gold_tokens, pred_tokens, lengths)
+    table = _ChunkTable(labels)
+    return table.count(
+        gold_tokens.astype(np.intp, copy=False), pred_tokens.astype(np.intp, copy=False), lengths
+    )
 
 
 class _ChunkTable:
     """seqeval's chunk rules for every (previous label, label) pair of a vocabulary.
 
     One state follows the labels: ``outside``, the "O" that seqeval puts after
-    each sentence.
+    each sentence. The table takes (labels + 1)² bytes.
     """
 
     def __init__(self, labels: Sequence[str]) -> None:

@@ -97,50 +97,12 @@ def from_long(
     missing = {"step", "trained_locale", "eval_locale", "f1"} - set(table.columns)
     if missing:
         raise MetricsInputError(f"long table lacks column(s): {', '.join(sorted(missing))}")
-    table = table.assign(step=_integer_steps(table["step"]))
+    table = table.assign(step=_integer_steps(table["step"]), f1=_numeric_f1(table["f1"]))
     steps = _steps(table)
-    trained = _trained_by_step(table, steps)
-    if trained and trained[0] == JOINT:
-        if method not in (None, "multi"):
-            raise MetricsInputError(f"table of a joint run but method is {method!r}")
-        if len(steps) != 2:
-            raise MetricsInputError(f"a joint run has steps 0 and 1, got 0..{steps[-1]}")
-        method = "multi"
-        cols = list(order) if order is not None else list(dict.fromkeys(table["eval_locale"]))
-    else:
-        if JOINT in trained:
-            raise MetricsInputError("'joint' may only be the trained locale of step 1 of 1")
-        if method == "multi":
-            raise MetricsInputError("method is multi but the table has no joint step")
-        cols = list(trained)
-        if order is not None and tuple(order) != tuple(trained):
-            raise MetricsInputError("the given order differs from trained_locale by step")
-    evaluated = set(table["eval_locale"])
-    never = sorted(evaluated - set(cols))
-    if never:
-        raise MetricsInputError(f"locale(s) evaluated but never trained: {', '.join(never)}")
-    unevaluated = sorted(set(cols) - evaluated)
-    if unevaluated:
-        raise MetricsInputError(f"locale(s) never evaluated: {', '.join(unevaluated)}")
-    dup = table.duplicated(["step", "eval_locale"], keep=False)
-    if dup.any():
-        row = table[dup].iloc[0]
-        raise MetricsInputError(
-            f"duplicated cell: step {row['step']}, eval_locale {row['eval_locale']}"
-        )
-    f1 = pd.to_numeric(table["f1"], errors="coerce")
-    unparsed = f1.isna() & table["f1"].notna()
-    if unparsed.any():
-        raise MetricsInputError(f"not a number in column f1: {table['f1'][unparsed].iloc[0]!r}")
-    table = table.assign(f1=f1)
+    method, cols = _method_and_order(table, _trained_by_step(table, steps), method, order)
+    _check_cells(table, cols)
     wide = table.pivot(index="step", columns="eval_locale", values="f1")
     wide = wide.reindex(index=steps, columns=cols)
-    counts = table.groupby("step")["eval_locale"].nunique().reindex(steps)
-    short = counts[counts < len(cols)]
-    if len(short):
-        raise MetricsInputError(
-            f"ragged matrix: step {short.index[0]} has {short.iloc[0]} of {len(cols)} locales"
-        )
     return ScoreMatrix(order=tuple(cols), f1=wide.to_numpy(dtype=float), method=method)
 
 
@@ -219,3 +181,57 @@ def _trained_by_step(table: pd.DataFrame, steps: list[int]) -> list[str]:
             )
         trained.append(str(distinct.pop()))
     return trained
+
+
+def _method_and_order(
+    table: pd.DataFrame, trained: list[str], method: str | None, order: Sequence[str] | None
+) -> tuple[str | None, list[str]]:
+    """The method (``multi`` for a joint table) and the column order of a long table."""
+    if trained[0] == JOINT:
+        if method not in (None, "multi"):
+            raise MetricsInputError(f"table of a joint run but method is {method!r}")
+        if len(trained) != 1:
+            raise MetricsInputError(f"a joint run has steps 0 and 1, got 0..{len(trained)}")
+        cols = list(order) if order is not None else list(dict.fromkeys(table["eval_locale"]))
+        return "multi", cols
+    if JOINT in trained:
+        raise MetricsInputError("'joint' may only be the trained locale of step 1 of 1")
+    if method == "multi":
+        raise MetricsInputError("method is multi but the table has no joint step")
+    twice = sorted({loc for loc in trained if trained.count(loc) > 1})
+    if twice:
+        raise MetricsInputError(f"locale trained twice in the order: {', '.join(twice)}")
+    if order is not None and tuple(order) != tuple(trained):
+        raise MetricsInputError("the given order differs from trained_locale by step")
+    return method, list(trained)
+
+
+def _check_cells(table: pd.DataFrame, cols: list[str]) -> None:
+    """Every (step, locale) cell exactly once, and no locale outside ``cols``."""
+    evaluated = set(table["eval_locale"])
+    never = sorted(evaluated - set(cols))
+    if never:
+        raise MetricsInputError(f"locale(s) evaluated but never trained: {', '.join(never)}")
+    unevaluated = sorted(set(cols) - evaluated)
+    if unevaluated:
+        raise MetricsInputError(f"locale(s) never evaluated: {', '.join(unevaluated)}")
+    dup = table.duplicated(["step", "eval_locale"], keep=False)
+    if dup.any():
+        row = table[dup].iloc[0]
+        raise MetricsInputError(
+            f"duplicated cell: step {row['step']}, eval_locale {row['eval_locale']}"
+        )
+    counts = table.groupby("step")["eval_locale"].nunique()
+    short = counts[counts < len(cols)]
+    if len(short):
+        raise MetricsInputError(
+            f"ragged matrix: step {short.index[0]} has {short.iloc[0]} of {len(cols)} locales"
+        )
+
+
+def _numeric_f1(column: pd.Series) -> pd.Series:
+    f1 = pd.to_numeric(column, errors="coerce")
+    unparsed = f1.isna() & column.notna()
+    if unparsed.any():
+        raise MetricsInputError(f"not a number in column f1: {column[unparsed].iloc[0]!r}")
+    return f1

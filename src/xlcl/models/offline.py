@@ -96,7 +96,7 @@ def import_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         _chmod_like_mkdir(tmp)
-        with _progress(f"importing {model.name}", enabled=show_progress) as report:
+        with _ProgressBar(f"importing {model.name}", enabled=show_progress) as report:
             provenance = model.convert(tmp, report)
         marker = {"model": model.name, **provenance}
         (tmp / DONE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
@@ -125,7 +125,7 @@ def _remove(path: Path) -> None:
     shutil.rmtree(trash)
 
 
-class _progress:
+class _ProgressBar:
     """Rich progress bar on stderr, fed through ``report(done, total)``."""
 
     def __init__(self, description: str, enabled: bool) -> None:

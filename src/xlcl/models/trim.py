@@ -63,7 +63,7 @@ class VocabularyTrim:
         """Keep the ids that occur in ``ids`` (any shape; negative ids such as the -100 of
         ignored labels are skipped), plus ``special_ids`` and ``unk_id``."""
         seen = torch.as_tensor(ids if isinstance(ids, torch.Tensor) else list(ids))
-        seen = seen.reshape(-1).to(torch.long)
+        seen = seen.reshape(-1).to("cpu", torch.long)
         extra = torch.tensor(
             [*special_ids, *([] if unk_id is None else [unk_id])], dtype=torch.long
         )
