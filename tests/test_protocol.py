@@ -136,3 +136,16 @@ def test_bad_data_leaves_no_run_directory(tiny_model, tmp_path):
     with pytest.raises(ValueError, match=r"en-US\.jsonl"):
         run(config)
     assert not (tmp_path / "runs").exists()
+
+
+def test_trimming_the_vocabulary_leaves_every_score_unchanged(tiny_model, massive_dir, tmp_path):
+    full = run(make_config(tiny_model, massive_dir, tmp_path, "vanilla"))
+    trimmed_config = make_config(tiny_model, massive_dir, tmp_path, "vanilla", trim_vocabulary=True)
+    trimmed = run(trimmed_config)
+    assert trimmed != full
+    kept = json.loads((trimmed / "vocabulary.json").read_text())["kept"]
+    assert 5 < len(kept) < 600  # the fixture uses far fewer pieces than the tokenizer has
+    columns = ["step", "eval_locale", "f1", "n_pred"]
+    a = pd.read_parquet(full / "scores.parquet")[columns]
+    b = pd.read_parquet(trimmed / "scores.parquet")[columns]
+    pd.testing.assert_frame_equal(a, b)

@@ -16,6 +16,7 @@ from transformers import AutoModelForTokenClassification, PreTrainedModel
 
 from xlcl.config import LoraSettings
 from xlcl.methods import Method
+from xlcl.models import VocabularyTrim, trim_embeddings
 
 
 def lora_config(rank: int, settings: LoraSettings) -> LoraConfig:
@@ -36,8 +37,12 @@ def build_classifier(
     method: Method,
     lora: LoraSettings,
     seed: int,
+    trim: VocabularyTrim | None = None,
 ) -> torch.nn.Module:
-    """A fresh token classifier for `labels`; the head is initialised from `seed`."""
+    """A fresh token classifier for `labels`; the head is initialised from `seed`.
+
+    With `trim`, only the kept rows of the input embedding remain (inputs must be remapped).
+    """
     torch.manual_seed(seed)
     model: PreTrainedModel = AutoModelForTokenClassification.from_pretrained(
         model_path,
@@ -45,6 +50,8 @@ def build_classifier(
         id2label=dict(enumerate(labels)),
         label2id={label: index for index, label in enumerate(labels)},
     )
+    if trim is not None:
+        trim_embeddings(model, trim)
     if method.rank is None:
         return model
     with warnings.catch_warnings():

@@ -92,6 +92,9 @@ class RunConfig(_Section):
     locales: list[str] | None = Field(
         None, description="restrict a built-in or random order to these locales"
     )
+    trim_vocabulary: bool = Field(
+        False, description="keep only the embedding rows of tokens in the run's data"
+    )
     data: DataConfig = DataConfig()
     train: TrainConfig
     lora: LoraSettings = LoraSettings()

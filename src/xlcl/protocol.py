@@ -16,22 +16,23 @@ to the run directory as soon as they exist; ``DONE`` is written only at the very
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from xlcl.checkpoint import Checkpoint, latest_checkpoint, save_checkpoint
 from xlcl.classifier import build_classifier, save_adapter, trainable_parameters
 from xlcl.config import RunConfig
-from xlcl.data import SPLITS, MassiveData, load_massive, resolve_order, slot_label_names
+from xlcl.data import SPLITS, DataError, MassiveData, load_massive, resolve_order, slot_label_names
 from xlcl.encode import EncodedSplit, encode
 from xlcl.evaluate.scoring import score_splits
 from xlcl.methods import Schedule
-from xlcl.models import resolve_model
+from xlcl.models import VocabularyTrim, resolve_model
 from xlcl.progress import Reporter, Silent
-from xlcl.store import RunStore, ScoreCell, is_complete
+from xlcl.store import VOCABULARY, RunStore, ScoreCell, is_complete
 from xlcl.train import EpochRecord, train_step
 
 
@@ -48,6 +49,7 @@ class _Run:
     device: torch.device
     store: RunStore
     reporter: Reporter
+    trim: VocabularyTrim | None
     resumed_from: Checkpoint | None
 
     @property
@@ -93,6 +95,7 @@ class _Run:
             self.config.method_spec,
             self.config.lora,
             seed=self.config.train.seed,
+            trim=self.trim,
         )
         return model.to(self.device)
 
@@ -163,6 +166,11 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
         return directory
     order = resolve_order(config.order, config.locales)
     data = load_massive(config.data.source, order, skip_invalid=config.data.skip_invalid)
+    if data.empty_splits:
+        missing = ", ".join(f"{locale} {split}" for locale, split in data.empty_splits)
+        raise DataError(f"no utterances in {missing}", file=data.source)
+    if data.quarantine:
+        reporter.message(f"skipped {len(data.quarantine)} invalid rows (data.skip_invalid)")
     labels = slot_label_names(data)
     model_path = resolve_model(config.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -170,6 +178,9 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
         torch.set_num_threads(config.train.threads)
     device = pick_device(config.train.device)
     splits = _encode_all(config, data, order, labels, tokenizer)
+    trim = None
+    if config.trim_vocabulary:
+        trim, splits = _trim_vocabulary(splits, tokenizer)
     checkpoint = latest_checkpoint(directory, config.run_id) if directory.is_dir() else None
     if checkpoint is None:
         store = RunStore.create(config, order, labels, data.checksum, str(device))
@@ -177,6 +188,9 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
     else:
         store = RunStore.resume(directory, checkpoint.step)
         reporter.message(f"run {config.run_id}: resuming after step {checkpoint.step}")
+    if trim is not None:
+        trim.save(store.directory / VOCABULARY)
+        reporter.message(f"vocabulary trimmed to the run's {len(trim):,} tokens")
     state = _Run(
         config=config,
         order=order,
@@ -187,6 +201,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
         device=device,
         store=store,
         reporter=reporter,
+        trim=trim,
         resumed_from=checkpoint,
     )
     try:
@@ -285,6 +300,32 @@ def _encode_all(
         }
         for locale in order
     }
+
+
+def _trim_vocabulary(
+    splits: dict[str, dict[str, EncodedSplit]], tokenizer: PreTrainedTokenizerBase
+) -> tuple[VocabularyTrim, dict[str, dict[str, EncodedSplit]]]:
+    """Keep the tokens of every split of the run; remap the splits to the new ids."""
+    every_id = np.concatenate(
+        [
+            ids
+            for by_split in splits.values()
+            for split in by_split.values()
+            for ids in split.input_ids
+        ]
+    )
+    trim = VocabularyTrim.from_token_ids(torch.from_numpy(every_id), tokenizer.all_special_ids)
+    remapped = {
+        locale: {
+            name: replace(
+                split,
+                input_ids=[trim.remap(torch.from_numpy(ids)).numpy() for ids in split.input_ids],
+            )
+            for name, split in by_split.items()
+        }
+        for locale, by_split in splits.items()
+    }
+    return trim, remapped
 
 
 def _gold_spans(split: EncodedSplit, labels: Sequence[str]) -> int:

@@ -27,6 +27,7 @@ MANIFEST = "manifest.json"
 SCORES = "scores.parquet"
 CURVES = "curves.parquet"
 ADAPTERS = "adapters"
+VOCABULARY = "vocabulary.json"
 DONE = "DONE"
 
 SCORE_COLUMNS = [

@@ -37,25 +37,46 @@ JA = {
 }
 
 
+def _copies(row: dict[str, str], *partitions: str) -> list[str]:
+    """``row`` once more per partition, with fresh ids."""
+    return [
+        json.dumps(dict(row, id=f"{row['id']}{partition}", partition=partition), ensure_ascii=False)
+        for partition in partitions
+    ]
+
+
 def _source(tmp_path: Path, extra_en: list[str] | None = None) -> Path:
-    lines = [json.dumps(WAKE), json.dumps(QUIET), *(extra_en or [])]
+    lines = [json.dumps(WAKE), json.dumps(QUIET), *_copies(QUIET, "dev"), *(extra_en or [])]
     (tmp_path / "en-US.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (tmp_path / "ja-JP.jsonl").write_text(json.dumps(JA, ensure_ascii=False) + "\n")
+    ja = [json.dumps(JA, ensure_ascii=False), *_copies(JA, "train", "dev")]
+    (tmp_path / "ja-JP.jsonl").write_text("\n".join(ja) + "\n", encoding="utf-8")
     return tmp_path
+
+
+def _table(output: str) -> list[list[str]]:
+    return [
+        [cell.strip() for cell in line.strip("│ ").split("│")]
+        for line in output.splitlines()
+        if line.startswith("│")
+    ]
 
 
 def test_validate_reports_counts_and_exits_0(tmp_path: Path) -> None:
     source = _source(tmp_path)
     result = runner.invoke(app, ["data", "validate", str(source), "-l", "en-US", "-l", "ja-JP"])
     assert result.exit_code == 0, result.output
-    cells = [
-        [cell.strip() for cell in line.strip("│ ").split("│")]
-        for line in result.output.splitlines()
-        if line.startswith("│")
-    ]
-    assert cells == [["en-US", "1", "0", "1"], ["ja-JP", "0", "0", "1"]]
+    assert _table(result.output) == [["en-US", "1", "1", "1"], ["ja-JP", "1", "1", "1"]]
     assert "2 slot types, 5 BIO labels, 2 intents" in result.output
     assert "all rows valid" in result.output
+
+
+def test_validate_reports_a_split_without_rows_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "en-US.jsonl").write_text(json.dumps(WAKE) + "\n\n   \n" + json.dumps(QUIET))
+    result = runner.invoke(app, ["data", "validate", str(tmp_path), "-l", "en-US"])
+    assert result.exit_code == 1, result.output
+    assert _table(result.output) == [["en-US", "1", "0", "1"]]
+    assert "en-US has no dev rows" in result.output
+    assert "invalid row" not in result.output  # blank lines are not rows
 
 
 def test_validate_lists_invalid_rows_and_exits_1(tmp_path: Path) -> None:
@@ -64,7 +85,7 @@ def test_validate_lists_invalid_rows_and_exits_1(tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "validate", str(source), "--locale", "en-US"])
     assert result.exit_code == 1
     assert "1 invalid row(s):" in result.output
-    assert f"{source / 'en-US.jsonl'}:3 id=7: unclosed bracket: [time : ... has no ']'" in (
+    assert f"{source / 'en-US.jsonl'}:4 id=7: unclosed bracket: [time : ... has no ']'" in (
         result.output
     )
 
@@ -112,4 +133,42 @@ def test_export_refuses_invalid_data(tmp_path: Path) -> None:
     args = ["data", "export", str(source), "-l", "en-US", "--split", "train", "--format", "jsonl"]
     result = runner.invoke(app, args)
     assert result.exit_code == 2
-    assert f"error: {source / 'en-US.jsonl'}:3: invalid JSON" in result.output
+    assert f"error: {source / 'en-US.jsonl'}:4: invalid JSON" in result.output
+
+
+def test_export_skip_invalid_writes_valid_rows_and_lists_the_rest_on_stderr(
+    tmp_path: Path,
+) -> None:
+    bad = dict(QUIET, id="7", annot_utt="olly [Time : quiet]")
+    source = _source(tmp_path, ["{not json", json.dumps(bad)])
+    args = ["data", "export", str(source), "-l", "en-US", "--split", "train", "--format", "jsonl"]
+    result = runner.invoke(app, [*args, "--skip-invalid"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["1"]
+    file = source / "en-US.jsonl"
+    assert result.stderr.splitlines() == [
+        f"skipped: {file}:4: invalid JSON: Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)",
+        f"skipped: {file}:5 id=7: malformed bracket: no valid slot type in '[Time' "
+        "(a slot type is [a-z][a-z0-9_]*)",
+        "2 invalid row(s) skipped",
+    ]
+
+
+def test_export_of_a_split_without_rows_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "en-US.jsonl").write_text(json.dumps(WAKE) + "\n")
+    args = ["data", "export", str(tmp_path), "-l", "en-US", "--split", "dev", "--format", "conll"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == "error: en-US has no dev rows\n"
+
+
+def test_validate_names_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "en-US.jsonl").write_bytes(json.dumps(WAKE).encode("utf-16"))
+    result = runner.invoke(app, ["data", "validate", str(tmp_path), "-l", "en-US"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {tmp_path / 'en-US.jsonl'}: starts with a UTF-16 (little-endian) byte order mark; "
+        "MASSIVE files are UTF-8 without one\n"
+    )

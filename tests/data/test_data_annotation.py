@@ -45,7 +45,24 @@ def test_thai_is_not_character_split() -> None:
     [
         ("wake me [time : five [date : am]]", "nested bracket: '[date' opened inside [time : ...]"),
         ("wake me [time five am]", "malformed bracket: expected ' : ' after '[time'"),
-        ("wake me [ : five am]", "malformed bracket: no valid slot type in '['"),
+        (
+            "wake me [ : five am]",
+            "malformed bracket: no valid slot type in '[' (a slot type is [a-z][a-z0-9_]*)",
+        ),
+        (
+            "wake me [Time : five am]",
+            "malformed bracket: no valid slot type in '[Time' (a slot type is [a-z][a-z0-9_]*)",
+        ),
+        (
+            "wake me [ti:me : five am]",
+            "malformed bracket: no valid slot type in '[ti:me' (a slot type is [a-z][a-z0-9_]*)",
+        ),
+        ("wake me [foo bar : five am]", "malformed bracket: expected ' : ' after '[foo'"),
+        (
+            "wake me [time: five am]",
+            "malformed bracket: no valid slot type in '[time:' (a slot type is [a-z][a-z0-9_]*)",
+        ),
+        ("wake me [time : ] am", "empty bracket: [time : ] has no words"),
         ("wake me [time : ]", "empty bracket: [time : ] has no words"),
         ("wake me [time : five am", "unclosed bracket: [time : ... has no ']'"),
         ("wake me five am]", "malformed bracket: ']' without '[' in 'am]'"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from xlcl.cli import data, metrics, model, params, run
+from xlcl.cli import data, metrics, model, params, report, run
 
 app = typer.Typer(
     name="xlcl",
@@ -20,6 +20,7 @@ app.add_typer(model.app, name="model")
 app.command("run")(run.run)
 app.command("params")(params.params)
 app.command("metrics")(metrics.metrics)
+app.command("report")(report.report)
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
 """`xlcl data validate SOURCE` and `xlcl data export SOURCE`: check and convert MASSIVE.
 
 SOURCE is a release archive, a directory of <locale>.jsonl files, an https:// URL or
-hf://AmazonScience/massive (see docs/data.md). `validate` exits 1 when any row is invalid;
-both commands exit 2 with a one-line error when the source cannot be read.
+hf://AmazonScience/massive (see docs/data.md). `validate` lists every invalid row and every
+split without rows and then exits 1; `export` refuses invalid data (exit 2) unless given
+--skip-invalid, which writes the valid rows and lists the skipped ones on stderr, and exits 1
+on a split without rows. Both exit 2 with a one-line error when the source cannot be read.
 """
 
 from __future__ import annotations
@@ -64,7 +66,12 @@ def validate(
     """Check every row; print counts per locale and split, and each invalid row."""
     data = _load(source, locale or list(LOCALES), skip_invalid=True, sha256=sha256)
     console = Console()
-    console.print(f"source {data.source}\nsha256 {data.checksum}", soft_wrap=True, highlight=False)
+    console.print(
+        f"source {data.source}\nsha256 {data.checksum}",
+        soft_wrap=True,
+        markup=False,
+        highlight=False,
+    )
     table = Table()
     table.add_column("locale")
     for split in SPLITS:
@@ -81,6 +88,9 @@ def validate(
         console.print(f"[red]{len(data.quarantine)} invalid row(s):[/red]")
         for row in data.quarantine:
             console.print(str(row), markup=False, highlight=False, soft_wrap=True)
+    for name, split in data.empty_splits:
+        console.print(f"[red]{name} has no {split} rows[/red]")
+    if data.quarantine or data.empty_splits:
         raise typer.Exit(1)
     console.print("[green]all rows valid[/green]")
 
@@ -95,10 +105,24 @@ def export(
         Path | None, typer.Option("--out", "-o", help="Output file; default stdout.")
     ] = None,
     sha256: Sha256Opt = None,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invalid", help="Write the valid rows; list the invalid ones on stderr."
+        ),
+    ] = False,
 ) -> None:
     """Write one locale's split as JSONL (id, locale, split, words, tags, intent) or CoNLL."""
-    data = _load(source, [locale], skip_invalid=False, sha256=sha256)
-    lines = export_lines(data.utterances(locale, split.value), fmt.value)
+    data = _load(source, [locale], skip_invalid=skip_invalid, sha256=sha256)
+    for row in data.quarantine:
+        typer.echo(f"skipped: {row}", err=True)
+    if data.quarantine:
+        typer.echo(f"{len(data.quarantine)} invalid row(s) skipped", err=True)
+    utterances = data.utterances(locale, split.value)
+    if not utterances:
+        typer.echo(f"error: {locale} has no {split.value} rows", err=True)
+        raise typer.Exit(1)
+    lines = export_lines(utterances, fmt.value)
     if out is None:
         sys.stdout.writelines(line + "\n" for line in lines)
         return

@@ -8,9 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from xlcl.models import OFFLINE_MODELS, cached_path, import_model, offline_model
-from xlcl.models.offline import is_complete
-
 app = typer.Typer(help="model commands", no_args_is_help=True)
 
 
@@ -20,6 +17,8 @@ def import_(
     force: Annotated[bool, typer.Option("--force", help="rebuild even if cached")] = False,
 ) -> None:
     """Build an offline model into the cache and print its path."""
+    from xlcl.models import import_model, offline_model
+
     try:
         model = offline_model(name)
     except KeyError as exc:
@@ -30,6 +29,9 @@ def import_(
 @app.command("list")
 def list_() -> None:
     """Show the offline models, whether their packages are installed and whether cached."""
+    from xlcl.models import OFFLINE_MODELS, cached_path
+    from xlcl.models.offline import is_complete
+
     table = Table("name", "installed", "cached", "path", "description")
     for model in OFFLINE_MODELS.values():
         path = cached_path(model)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
+import io
+import lzma
 import re
 import tarfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from xlcl.data.errors import DataError
 
@@ -24,30 +29,36 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_archive(path: Path, locales: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """``{locale: (member name, text)}`` for ``locales``, read in one pass over the archive.
+def read_archive(path: Path, locales: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+    """``{locale: (member name, bytes)}`` for ``locales``, read in one pass over the archive.
 
-    Stops as soon as every requested member is read. Raises `DataError` naming the archive when
-    it cannot be read (not a tar, truncated, corrupt) or lacks a requested locale.
+    The whole archive is read, so that the checksum a compressed archive carries (gzip's
+    CRC-32, bzip2's and xz's checks) is verified: tar itself has none for member data, and a
+    corrupt byte must not become a silently different row. Raises `DataError` naming the
+    archive when it cannot be read (not a tar, truncated, corrupt) or lacks a requested locale.
     """
     wanted = set(locales)
-    found: dict[str, tuple[str, str]] = {}
+    found: dict[str, tuple[str, bytes]] = {}
     try:
-        with tarfile.open(path, mode="r|*") as archive:
-            for member in archive:
-                match = _MEMBER.match(member.name)
-                if not match or match["locale"] not in wanted or not member.isfile():
-                    continue
-                stream = archive.extractfile(member)
-                if stream is None:
-                    continue
-                found[match["locale"]] = (member.name, stream.read().decode("utf-8"))
-                if len(found) == len(wanted):
-                    break
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        with path.open("rb") as raw, _decompressed(raw) as stream:
+            with tarfile.open(fileobj=stream, mode="r|") as archive:
+                for member in archive:
+                    match = _MEMBER.match(member.name)
+                    if not match or match["locale"] not in wanted or not member.isfile():
+                        continue
+                    if match["locale"] in found:
+                        raise DataError(
+                            f"two members for {match['locale']}: {found[match['locale']][0]} "
+                            f"and {member.name}",
+                            file=str(path),
+                        )
+                    extracted = archive.extractfile(member)
+                    if extracted is not None:
+                        found[match["locale"]] = (member.name, extracted.read())
+            while stream.read(1 << 20):  # the rest, up to the compressor's checksum
+                pass
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
         raise DataError(f"cannot read the archive: {exc}", file=str(path)) from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"archive member is not UTF-8: {exc}", file=str(path)) from exc
     missing = [locale for locale in locales if locale not in found]
     if missing:
         raise DataError(
@@ -55,3 +66,16 @@ def read_archive(path: Path, locales: Sequence[str]) -> dict[str, tuple[str, str
             file=str(path),
         )
     return found
+
+
+def _decompressed(raw: BinaryIO) -> io.BufferedIOBase | BinaryIO:
+    """``raw`` decompressed by the format its first bytes name; as it is for a plain tar."""
+    magic = raw.read(6)
+    raw.seek(0)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(raw, mode="rb")
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(raw, mode="rb")
+    return raw

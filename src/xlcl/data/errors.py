@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+EXCERPT_CHARS = 60
+
+
+def excerpt(value: object) -> str:
+    """``repr(value)`` cut to `EXCERPT_CHARS` characters, so a huge field keeps a message short."""
+    text = repr(value)
+    if len(text) <= EXCERPT_CHARS:
+        return text
+    return f"{text[: EXCERPT_CHARS - 3]}... ({len(text)} chars)"
+
 
 @dataclass(frozen=True)
 class InvalidRow:

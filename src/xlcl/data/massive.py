@@ -19,7 +19,8 @@ class MassiveData:
     """Validated utterances of some MASSIVE locales, by locale and split.
 
     ``checksum`` identifies the source (sha256 of the archive, or of the per-locale files);
-    ``quarantine`` lists the invalid rows skipped with ``skip_invalid=True``.
+    ``quarantine`` lists the invalid rows skipped with ``skip_invalid=True``; a split without
+    rows is loaded as empty and listed in ``empty_splits``.
     """
 
     source: str
@@ -31,6 +32,16 @@ class MassiveData:
     def locales(self) -> tuple[str, ...]:
         """The loaded locales, in the order requested."""
         return tuple(self.by_locale)
+
+    @property
+    def empty_splits(self) -> list[tuple[str, Split]]:
+        """``(locale, split)`` for every loaded split without a single (valid) row."""
+        return [
+            (locale, split)
+            for locale, splits in self.by_locale.items()
+            for split in SPLITS
+            if not splits[split]
+        ]
 
     def utterances(self, locale: str, split: Split) -> list[Utterance]:
         """The utterances of one locale's split, in file order."""
@@ -102,11 +113,16 @@ def _decode(raw: RawRow) -> object:
         return raw
     try:
         return json.loads(raw)
-    except json.JSONDecodeError as exc:
+    # ValueError: also an integer too long to convert; RecursionError: nesting too deep
+    except (ValueError, RecursionError) as exc:
         raise DataError(f"invalid JSON: {exc}") from None
 
 
 def _row_id(row: object) -> str | None:
-    if isinstance(row, Mapping) and isinstance(row.get("id"), str | int):
-        return str(row["id"])
-    return None
+    if not isinstance(row, Mapping):
+        return None
+    value = row.get("id")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    # an id with a lone surrogate must still print
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")

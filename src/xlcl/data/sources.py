@@ -20,7 +20,7 @@ from xlcl.data.archive import read_archive, sha256_file
 from xlcl.data.download import fetch_archive
 from xlcl.data.errors import DataError
 from xlcl.data.hub import HUB_PREFIX, read_hub
-from xlcl.data.rows import LocaleRows, numbered_lines
+from xlcl.data.rows import LocaleRows, jsonl_rows
 
 ENV_SOURCE = "XLCL_MASSIVE"
 
@@ -64,19 +64,22 @@ def read_source(
         return SourceContent(text, checksum, rows)
     if "://" in text:
         archive = fetch_archive(text, sha256=sha256)
-        return SourceContent(text, sha256_file(archive), _from_archive(archive, locales))
+        rows = _from_archive(archive, locales)
+        return SourceContent(text, sha256_file(archive), rows)
     path = Path(resolved).expanduser()
     if path.is_dir():
         return _from_directory(path, locales)
     if path.is_file():
-        return SourceContent(str(path), sha256_file(path), _from_archive(path, locales))
+        rows = _from_archive(path, locales)  # first: it turns an unreadable file into a DataError
+        return SourceContent(str(path), sha256_file(path), rows)
     raise DataError(f"MASSIVE source does not exist: {path}")
 
 
 def _from_archive(path: Path, locales: Sequence[str]) -> tuple[LocaleRows, ...]:
     members = read_archive(path, locales)
+    files = {locale: f"{path.name}:{members[locale][0]}" for locale in locales}
     return tuple(
-        LocaleRows(locale, f"{path.name}:{members[locale][0]}", numbered_lines(members[locale][1]))
+        LocaleRows(locale, files[locale], jsonl_rows(members[locale][1], files[locale]))
         for locale in locales
     )
 
@@ -88,14 +91,20 @@ def _from_directory(path: Path, locales: Sequence[str]) -> SourceContent:
     missing = [file.name for file in files.values() if not file.is_file()]
     if missing:
         raise DataError(f"no {', '.join(missing)} in {folder}", file=str(folder))
+    contents = {locale: _read_bytes(file) for locale, file in files.items()}
     listing = "".join(
-        f"{files[locale].name} {sha256_file(files[locale])}\n" for locale in sorted(locales)
+        f"{files[locale].name} {hashlib.sha256(contents[locale]).hexdigest()}\n"
+        for locale in sorted(locales)
     )
-    rows = []
-    for locale, file in files.items():
-        try:
-            content = file.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"file is not UTF-8: {exc}", file=str(file)) from exc
-        rows.append(LocaleRows(locale, str(file), numbered_lines(content)))
-    return SourceContent(str(folder), hashlib.sha256(listing.encode()).hexdigest(), tuple(rows))
+    rows = tuple(
+        LocaleRows(locale, str(file), jsonl_rows(contents[locale], str(file)))
+        for locale, file in files.items()
+    )
+    return SourceContent(str(folder), hashlib.sha256(listing.encode()).hexdigest(), rows)
+
+
+def _read_bytes(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read the file: {exc}", file=str(file)) from exc

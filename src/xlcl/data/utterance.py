@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
 from xlcl.data.annotation import parse_annotation, split_words
-from xlcl.data.errors import DataError
+from xlcl.data.errors import DataError, excerpt
 
 Split = Literal["train", "dev", "test"]
 SPLITS: tuple[Split, ...] = get_args(Split)
@@ -34,16 +34,26 @@ def utterance_from_row(row: object, locale: str) -> Utterance:
     if missing:
         raise DataError(f"missing field(s): {', '.join(missing)}")
     for name in REQUIRED_FIELDS:
-        if not isinstance(row[name], str):
-            raise DataError(f"field {name!r} is not a string: {row[name]!r}")
+        value = row[name]
+        if not isinstance(value, str):
+            raise DataError(f"field {name!r} is not a string: {excerpt(value)}")
+        if not _is_unicode(value):
+            raise DataError(
+                f"field {name!r} is not valid Unicode (lone surrogate): {excerpt(value)}"
+            )
     fields = cast(Mapping[str, str], row)
     if not fields["id"]:
         raise DataError("empty id")
+    if fields["id"].split() != [fields["id"]]:
+        raise DataError(f"id contains whitespace: {excerpt(fields['id'])}")
     if fields["locale"] != locale:
-        raise DataError(f"locale field {fields['locale']!r} does not match the file's {locale!r}")
+        raise DataError(
+            f"locale field {excerpt(fields['locale'])} does not match the file's {locale!r}"
+        )
     if fields["partition"] not in SPLITS:
         raise DataError(
-            f"unknown partition {fields['partition']!r} (expected one of {', '.join(SPLITS)})"
+            f"unknown partition {excerpt(fields['partition'])} "
+            f"(expected one of {', '.join(SPLITS)})"
         )
     if not fields["intent"]:
         raise DataError("empty intent")
@@ -63,6 +73,14 @@ def utterance_from_row(row: object, locale: str) -> Utterance:
     )
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _mismatch(utt_words: list[str], annot_words: list[str]) -> str:
     at = next(
         (i for i, (a, b) in enumerate(zip(utt_words, annot_words, strict=False)) if a != b),
@@ -74,5 +92,5 @@ def _mismatch(utt_words: list[str], annot_words: list[str]) -> str:
     )
     return (
         f"word mismatch: utt has {len(utt_words)} words, annot_utt {len(annot_words)}; "
-        f"word {at + 1} is {first[0]!r} in utt but {first[1]!r} in annot_utt"
+        f"word {at + 1} is {excerpt(first[0])} in utt but {excerpt(first[1])} in annot_utt"
     )

@@ -1,0 +1,133 @@
+"""The metrics a report shows, computed once per label (method, rank, model) with ``xlcl.metrics``.
+
+Runs that share a label are the orders of one method; a partial run is a label of its own
+(see ``ReportRun.label``), so that unfinished runs never mix into finished runs' means.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from xlcl.methods import PRESETS, method
+from xlcl.metrics import Aggregate, RunMetrics, ScoreMatrix, aggregate, summarize
+from xlcl.metrics.groups import LocaleFacts, known_locales
+from xlcl.reports.collect import ReportRun
+
+
+def locale_forgetting(matrix: ScoreMatrix) -> pd.Series:
+    """forgetting(ℓ_j) = max_{j≤i<T} R[i, j] − R[T, j], for j < T; NaN for ℓ_T.
+
+    The per-locale terms of ``xlcl.metrics.forgetting`` (whose value is their NaN-skipping
+    mean). NaN for every locale of a run that is not sequential, and where ℓ_j has no
+    score in the max's range or at step T.
+    """
+    t = matrix.n_locales
+    values = np.full(t, np.nan)
+    if matrix.schedule == "sequential":
+        for j in range(t - 1):
+            since = matrix.f1[j + 1 : t, j]
+            if not np.isnan(since).all():
+                values[j] = np.nanmax(since) - matrix.f1[t, j]
+    return pd.Series(values, index=list(matrix.order), name="forgetting", dtype=float)
+
+
+@dataclass(frozen=True, eq=False)
+class LabelSummary:
+    """The runs of one label, their metrics, their aggregate and per-locale forgetting."""
+
+    label: str
+    runs: tuple[ReportRun, ...]
+    metrics: tuple[RunMetrics, ...]
+    aggregate: Aggregate
+    forgetting: pd.DataFrame  # index locale; columns mean, n
+
+    @property
+    def first(self) -> ReportRun:
+        """The first run of the label (the one whose score matrix Figure 7 shows)."""
+        return self.runs[0]
+
+    @property
+    def method(self) -> str | None:
+        """The method name of the label's runs (``None`` for a table without one)."""
+        return self.first.method
+
+    @property
+    def rank(self) -> int | None:
+        """The LoRA rank, ``None`` for full fine-tuning or where unknown."""
+        return self.first.rank
+
+    @property
+    def model(self) -> str | None:
+        """The base model from the manifest, ``None`` for score tables."""
+        return self.first.model
+
+    @property
+    def partial(self) -> bool:
+        """Whether this label is one unfinished run."""
+        return self.first.partial
+
+    @property
+    def name(self) -> str:
+        """The paper's name of the method and rank (``SHARED LoRA 32``)."""
+        if self.method in PRESETS:
+            try:
+                return method(self.method, self.rank).label
+            except ValueError:
+                pass
+        rank = f" r{self.rank}" if self.rank is not None else ""
+        return f"{self.method or 'unspecified'}{rank}"
+
+    @property
+    def status(self) -> str:
+        """``done``, or the partial run's state with its complete steps (``in progress 3/52``)."""
+        run = self.first
+        return run.state if not run.partial else f"{run.state} ({run.steps_done}/{run.n_steps})"
+
+    @property
+    def sequential(self) -> bool:
+        """Whether the runs are sequential (transfer metrics exist)."""
+        return self.first.matrix.schedule == "sequential"
+
+    @property
+    def slug(self) -> str:
+        """The label as a file-name fragment."""
+        return re.sub(r"[^A-Za-z0-9]+", "-", self.label).strip("-").lower()
+
+
+def summarize_labels(runs: Sequence[ReportRun], hops: int) -> list[LabelSummary]:
+    """One ``LabelSummary`` per label, in the paper's method order, then rank and model."""
+    by_label: dict[str, list[ReportRun]] = {}
+    for run in runs:
+        by_label.setdefault(run.label, []).append(run)
+    summaries = [_summary(label, members, hops) for label, members in by_label.items()]
+    return sorted(summaries, key=_paper_order)
+
+
+def locale_facts() -> Mapping[str, LocaleFacts]:
+    """Script, family and vitality of the MASSIVE locales (``xlcl.data.LOCALES``)."""
+    return known_locales()
+
+
+def _summary(label: str, runs: list[ReportRun], hops: int) -> LabelSummary:
+    metrics = [summarize(run.matrix, hops) for run in runs]
+    forgetting = pd.concat([locale_forgetting(run.matrix) for run in runs])
+    grouped = forgetting.groupby(level=0, sort=True)
+    return LabelSummary(
+        label=label,
+        runs=tuple(runs),
+        metrics=tuple(metrics),
+        aggregate=aggregate(metrics),
+        forgetting=pd.DataFrame({"mean": grouped.mean(), "n": grouped.count()}),
+    )
+
+
+def _paper_order(summary: LabelSummary) -> tuple[int, int, str, bool, str]:
+    names = list(PRESETS)
+    position = names.index(summary.method) if summary.method in names else len(names)
+    rank = summary.rank if summary.rank is not None else 0
+    return position, rank, summary.model or "", summary.partial, summary.label

@@ -1,0 +1,69 @@
+"""``build_report``: stored runs in, ``report.html``, ``tables/`` and ``figures/`` out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xlcl.metrics import DEFAULT_HOPS
+from xlcl.reports.analysis import locale_facts, summarize_labels
+from xlcl.reports.collect import collect
+from xlcl.reports.figures import all_plots, save_plot
+from xlcl.reports.html import HtmlFigure, render_html
+from xlcl.reports.tables import per_locale_table, table1, table2, write_table
+
+REPORT = "report.html"
+TABLES = "tables"
+FIGURES = "figures"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What ``build_report`` wrote, and the notes the report carries."""
+
+    html: Path
+    tables: list[Path]
+    figures: list[Path]
+    n_runs: int
+    notes: list[str] = field(default_factory=list)
+
+
+def build_report(inputs: Sequence[Path], out: Path, hops: int = DEFAULT_HOPS) -> ReportFiles:
+    """Write the report of the runs in ``inputs`` (run or sweep directories, score tables).
+
+    Finished runs are aggregated per label (method, rank, model), mean ± std over orders;
+    unfinished ones are shown with the steps they have, each on its own. Raises
+    ``ReportInputError`` when the inputs hold nothing to report.
+    """
+    collected = collect(inputs)
+    notes = [f"Left out {path}: {reason}." for path, reason in collected.left_out]
+    partial = [r for r in collected.runs if r.partial]
+    if partial:
+        notes.append(
+            f"{len(partial)} unfinished run(s) shown with their complete steps only, "
+            "each on its own row, never averaged with finished runs."
+        )
+    summaries = summarize_labels(collected.runs, hops)
+    facts = locale_facts()
+    tables = [table1(summaries, facts), table2(summaries)]
+    per_locale = per_locale_table(summaries, facts)
+    table_paths = []
+    for table in [*tables, per_locale]:
+        if table.display.empty:
+            notes.append(f"{table.title} left out: no run gives it.")
+        else:
+            table_paths += write_table(table, out / TABLES)
+    plots, plot_notes = all_plots(summaries, facts)
+    notes += plot_notes
+    figure_paths, html_figures = [], []
+    for plot in plots:
+        png, pdf = save_plot(plot, out / FIGURES)
+        figure_paths += [png, pdf]
+        html_figures.append(HtmlFigure(plot.name, plot.title, plot.caption, png.read_bytes()))
+    html = out / REPORT
+    html.write_text(
+        render_html(tables, per_locale, html_figures, collected.runs, notes, inputs),
+        encoding="utf-8",
+    )
+    return ReportFiles(html, table_paths, figure_paths, len(collected.runs), notes)
