@@ -6,6 +6,7 @@ applies overrides to the same model. Unknown keys are errors with a did-you-mean
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -151,9 +152,17 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         raw = loaded or {}
+    return with_overrides(raw, overrides, where=str(path) if path else "config")
+
+
+def with_overrides(
+    raw: dict[str, Any], overrides: list[str] | None, where: str = "config"
+) -> RunConfig:
+    """Apply ``a.b=value`` overrides to a raw mapping (not changed) and validate it."""
+    raw = copy.deepcopy(raw)
     for override in overrides or []:
         _apply_override(raw, override)
-    return validate_config(raw, where=str(path) if path else "config")
+    return validate_config(raw, where=where)
 
 
 def validate_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
@@ -196,3 +205,25 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
             raise ConfigError(f"override {override!r}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
+
+
+def config_diff(old: RunConfig, new: RunConfig) -> list[str]:
+    """The fields that change a run's results and differ: ``key: old -> new`` lines."""
+    exclude = {"output_dir", "checkpoint"}
+    before = _flatten(old.model_dump(mode="json", exclude=exclude))
+    after = _flatten(new.model_dump(mode="json", exclude=exclude))
+    return [
+        f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key)
+    ]
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from xlcl.config import RunConfig
+from xlcl.config import ConfigError, RunConfig, validate_config
 
 MANIFEST = "manifest.json"
 SCORES = "scores.parquet"
@@ -213,6 +213,16 @@ class RunStore:
     def _write_manifest(self) -> None:
         text = json.dumps(self.manifest, indent=2, sort_keys=False) + "\n"
         atomic_write_bytes(self.directory / MANIFEST, text.encode())
+
+
+def stored_config(directory: Path) -> RunConfig:
+    """The resolved config a run directory was started with, stored where it now lies."""
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise ConfigError(f"{directory}: not a run directory (no {MANIFEST})")
+    manifest = json.loads(manifest_path.read_text())
+    raw = {**manifest["config"], "output_dir": str(directory.parent)}
+    return validate_config(raw, where=str(manifest_path))
 
 
 def is_complete(directory: Path) -> bool:

@@ -1,4 +1,4 @@
-"""`xlcl run CONFIG.yaml [--set key=value ...]`: one experiment, start to finish."""
+"""`xlcl run CONFIG.yaml [--set key=value ...]` or `xlcl run --resume RUN_DIR`."""
 
 from __future__ import annotations
 
@@ -11,21 +11,45 @@ from xlcl.cli.errors import fail
 
 
 def run(
-    config: Annotated[Path, typer.Argument(help="YAML config of the run")],
+    config: Annotated[Path | None, typer.Argument(help="YAML config of the run")] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", help="override a field, e.g. --set train.epochs=3"),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="continue this run directory from its last checkpoint"),
     ] = None,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="print the resolved config and exit")
     ] = False,
 ) -> None:
-    """Train and score one run; print its run directory."""
-    from xlcl.config import ConfigError, load_config
-    from xlcl.data import DataError
+    """Train and score one run (or resume one); print its run directory.
 
+    A run whose directory already exists resumes from its newest complete checkpoint.
+    """
+    from xlcl.config import ConfigError, config_diff, load_config, with_overrides
+    from xlcl.data import DataError
+    from xlcl.store import stored_config
+
+    if config is None and resume is None:
+        fail("give a CONFIG file, or --resume RUN_DIR")
     try:
-        resolved = load_config(config, overrides)
+        if resume is None:
+            resolved = load_config(config, overrides)
+        else:
+            resolved = stored_config(resume)
+            if resolved.run_id != resume.name:
+                fail(f"{resume}: its config hashes to run id {resolved.run_id}, not its name")
+            asked = (
+                load_config(config, overrides)
+                if config is not None
+                else with_overrides(resolved.model_dump(mode="json"), overrides)
+            )
+            changes = config_diff(resolved, asked)
+            if changes:
+                listed = "\n  ".join(changes)
+                fail(f"{resume} was run with another config; refusing to resume:\n  {listed}")
     except ConfigError as error:
         fail(str(error))
     if print_config:

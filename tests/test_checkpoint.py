@@ -1,0 +1,68 @@
+import json
+
+import pytest
+import torch
+
+from xlcl.checkpoint import (
+    COMPLETE,
+    WEIGHTS,
+    CheckpointMismatch,
+    latest_checkpoint,
+    save_checkpoint,
+)
+
+
+def weights(value: float) -> dict[str, torch.Tensor]:
+    return {"layer.weight": torch.full((2, 3), value), "layer.bias": torch.zeros(3)}
+
+
+def test_the_newest_complete_checkpoint_is_found_and_old_ones_pruned(tmp_path):
+    for step in range(4):
+        save_checkpoint(tmp_path, step, weights(float(step)), "abc", keep=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-0002", "step-0003"]
+    checkpoint = latest_checkpoint(tmp_path, "abc")
+    assert checkpoint is not None and checkpoint.step == 3
+    restored = checkpoint.weights()
+    assert restored is not None
+    assert torch.equal(restored["layer.weight"], torch.full((2, 3), 3.0))
+
+
+def test_a_checkpoint_without_weights_restores_none(tmp_path):
+    save_checkpoint(tmp_path, 0, None, "abc", keep=2)
+    checkpoint = latest_checkpoint(tmp_path, "abc")
+    assert checkpoint is not None and checkpoint.weights() is None
+
+
+def test_incomplete_and_corrupt_checkpoints_are_skipped_with_a_warning(tmp_path):
+    for step in range(3):
+        save_checkpoint(tmp_path, step, weights(float(step)), "abc", keep=3)
+    newest = tmp_path / "checkpoints" / "step-0002"
+    (newest / COMPLETE).unlink()  # killed before the marker
+    middle = tmp_path / "checkpoints" / "step-0001"
+    data = (middle / WEIGHTS).read_bytes()
+    (middle / WEIGHTS).write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.warns(UserWarning) as caught:
+        checkpoint = latest_checkpoint(tmp_path, "abc")
+    assert checkpoint is not None and checkpoint.step == 0
+    messages = [str(w.message) for w in caught]
+    assert any("step-0002" in m and "not marked complete" in m for m in messages)
+    assert any("step-0001" in m and "checksum" in m for m in messages)
+
+
+def test_a_checkpoint_of_another_config_is_refused(tmp_path):
+    save_checkpoint(tmp_path, 0, weights(0.0), "abc", keep=2)
+    with pytest.raises(CheckpointMismatch, match="abc"):
+        latest_checkpoint(tmp_path, "xyz")
+
+
+def test_the_rng_states_come_back(tmp_path):
+    torch.manual_seed(7)
+    path = save_checkpoint(tmp_path, 0, None, "abc", keep=1)
+    expected = torch.rand(3)
+    torch.manual_seed(99)
+    checkpoint = latest_checkpoint(tmp_path, "abc")
+    assert checkpoint is not None
+    checkpoint.restore_rng()
+    assert torch.equal(torch.rand(3), expected)
+    assert json.loads((path / "state.json").read_text())["step"] == 0
