@@ -59,7 +59,7 @@ def kill_when(
     started = None
     while process.poll() is None:
         checkpoints = directory / "checkpoints"
-        writing = checkpoints.is_dir() and any(checkpoints.glob(".step-*.tmp"))
+        writing = checkpoints.is_dir() and any(checkpoints.glob(".*step-*.tmp"))
         if started is None and manifest.exists() and manifest.stat().st_mtime_ns != before:
             started = time.monotonic()
         due = started is not None and time.monotonic() - started > delay
@@ -72,14 +72,17 @@ def kill_when(
 
 
 def test_two_runs_of_one_config_give_identical_matrices(tiny_model, massive_dir, tmp_path):
-    first = run(
-        validate_config(raw_config(tiny_model, massive_dir, tmp_path / "a", "vanilla", None))
-    )
-    second = run(
-        validate_config(raw_config(tiny_model, massive_dir, tmp_path / "b", "vanilla", None))
-    )
-    for a, b in zip(frames(first), frames(second), strict=True):
+    raw = raw_config(tiny_model, massive_dir, tmp_path / "a", "vanilla", None)
+    first = run(validate_config(raw))
+    second = run(validate_config({**raw, "output_dir": str(tmp_path / "b")}))
+    assert first.name == second.name
+    # On the CPU, torch's deterministic-only mode changes nothing either.
+    strict = validate_config({**raw, "train": {**raw["train"], "deterministic": True}})
+    third = run(strict)
+    assert third.name != first.name
+    for a, b, c in zip(frames(first), frames(second), frames(third), strict=True):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
+        pd.testing.assert_frame_equal(a, c, check_exact=True)
 
 
 @pytest.mark.parametrize(("method", "rank"), [("vanilla", None), ("shared-lora", 4)])
@@ -90,6 +93,7 @@ def test_a_run_killed_again_and_again_resumes_to_the_same_matrix(
         validate_config(raw_config(tiny_model, massive_dir, tmp_path / "ref", method, rank))
     )
     raw = raw_config(tiny_model, massive_dir, tmp_path / "killed", method, rank)
+    raw["checkpoint"] = {"every_updates": 2}  # checkpoints inside steps too
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))
     command = [sys.executable, "-c", "from xlcl.cli import main; main()", "run", str(path)]
@@ -124,3 +128,41 @@ def test_resume_refuses_another_config_and_shows_the_difference(tiny_model, mass
     same = CliRunner().invoke(app, ["run", "--resume", str(directory)])
     assert same.exit_code == 0, same.output
     assert str(directory) in same.output
+
+
+@pytest.mark.parametrize(("method", "rank"), [("vanilla", None), ("nonshared-lora", 4)])
+def test_a_run_stopped_inside_a_step_continues_from_there_exactly(
+    tiny_model, massive_dir, tmp_path, monkeypatch, method, rank
+):
+    raw = raw_config(tiny_model, massive_dir, tmp_path / "ref", method, rank)
+    raw["checkpoint"] = {"every_updates": 2}
+    reference = run(validate_config(raw))
+    raw["output_dir"] = str(tmp_path / "stopped")
+    config = validate_config(raw)
+    assert config.run_id == reference.name  # checkpoint settings do not change a run
+
+    import xlcl.protocol
+
+    saved = []
+    original = xlcl.protocol.save_partial
+
+    def save_then_die(run_dir, step, *args):
+        path = original(run_dir, step, *args)
+        saved.append((step, path.name))
+        # 5 updates an epoch (10 utterances, batch 2): saves after updates 2 and 4 of each of
+        # 3 epochs, 6 a step; the 8th is inside step 2.
+        if len(saved) == 8:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(xlcl.protocol, "save_partial", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(config)
+    directory = tmp_path / "stopped" / config.run_id
+    assert json.loads((directory / "manifest.json").read_text())["status"] == "interrupted"
+    assert (directory / "checkpoints" / "partial-step-0002").is_dir()
+    monkeypatch.setattr(xlcl.protocol, "save_partial", original)
+    assert run(config) == directory
+    for a, b in zip(frames(reference), frames(directory), strict=True):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert not list((directory / "checkpoints").glob("partial-*"))

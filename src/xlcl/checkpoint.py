@@ -1,11 +1,13 @@
-"""Step checkpoints: what a killed run needs to continue exactly where it stopped.
+"""Checkpoints: what a killed run needs to continue exactly where it stopped.
 
 One checkpoint per finished step, in ``RUN_DIR/checkpoints/step-NNNN/``: the trainable
 weights (``model.safetensors``; absent where every step starts from a fresh model), the RNG
-states of python, numpy and torch, and ``state.json`` with the step, the config hash and the
-weights' sha256. A checkpoint is written in a temporary directory, fsynced, renamed, and
-only then marked ``COMPLETE``; a directory without the marker, or whose weights do not match
-their checksum, is skipped with a warning. The last `keep` checkpoints are kept.
+states of python, numpy and torch, and ``state.json`` with the step, the config hash and
+every file's sha256. Optionally also one inside the running step,
+``partial-step-NNNN/``, which adds ``train_state.pt``: optimizer, scheduler, early-stopping
+state and data position. A checkpoint is written in a temporary directory, fsynced, renamed,
+and only then marked ``COMPLETE``; a directory without the marker, or with a file that does
+not match its checksum, is skipped with a warning. The last `keep` step checkpoints are kept.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pickle
 import random
 import shutil
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ COMPLETE = "COMPLETE"
 WEIGHTS = "model.safetensors"
 STATE = "state.json"
 RNG = "rng.pkl"
+TRAIN_STATE = "train_state.pt"
 
 
 class CheckpointMismatch(ValueError):
@@ -57,31 +61,87 @@ class Checkpoint:
         torch.set_rng_state(states["torch"])
 
 
+@dataclass(frozen=True)
+class PartialCheckpoint(Checkpoint):
+    """A checkpoint inside step `step`: weights plus the state of the step's training."""
+
+    def train_state(self) -> dict[str, Any]:
+        """Optimizer, scheduler, early-stopping and data-position state (see `TrainState`)."""
+        state: dict[str, Any] = torch.load(self.directory / TRAIN_STATE, weights_only=True)
+        return state
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
-    weights: dict[str, torch.Tensor] | None,
+    weights: Mapping[str, torch.Tensor] | None,
     config_hash: str,
     keep: int,
 ) -> Path:
     """Write the checkpoint of finished step `step` atomically; prune old ones."""
     parent = run_dir / CHECKPOINTS
+    final = _write(parent, f"step-{step:04d}", step, weights, config_hash, train_state=None)
+    for partial in parent.glob("partial-step-*"):
+        shutil.rmtree(partial, ignore_errors=True)
+    _prune(parent, keep)
+    return final
+
+
+def save_partial(
+    run_dir: Path,
+    step: int,
+    weights: Mapping[str, torch.Tensor],
+    config_hash: str,
+    train_state: dict[str, Any],
+) -> Path:
+    """Write a checkpoint inside step `step` (weights and the training state) atomically."""
+    parent = run_dir / CHECKPOINTS
+    final = _write(parent, f"partial-step-{step:04d}", step, weights, config_hash, train_state)
+    for older in parent.glob("partial-step-*"):
+        if older != final:
+            shutil.rmtree(older, ignore_errors=True)
+    return final
+
+
+def latest_partial(run_dir: Path, config_hash: str, step: int) -> PartialCheckpoint | None:
+    """The complete checkpoint inside step `step`, if the run was stopped during it."""
+    directory = run_dir / CHECKPOINTS / f"partial-step-{step:04d}"
+    if not directory.is_dir():
+        return None
+    problem = _problem(directory)
+    if problem is not None:
+        warnings.warn(f"skipping checkpoint {directory}: {problem}", stacklevel=2)
+        return None
+    _check_config(directory, config_hash)
+    return PartialCheckpoint(step, directory)
+
+
+def _write(
+    parent: Path,
+    name: str,
+    step: int,
+    weights: Mapping[str, torch.Tensor] | None,
+    config_hash: str,
+    train_state: dict[str, Any] | None,
+) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
-    final = parent / f"step-{step:04d}"
-    temporary = parent / f".step-{step:04d}.tmp"
+    final = parent / name
+    temporary = parent / f".{name}.tmp"
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
-    state: dict[str, Any] = {"step": step, "config_hash": config_hash, "weights_sha256": None}
     if weights is not None:
-        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
+        tensors = {key: tensor.detach().cpu().contiguous() for key, tensor in weights.items()}
         save_file(tensors, temporary / WEIGHTS)
-        state["weights_sha256"] = _sha256(temporary / WEIGHTS)
+    if train_state is not None:
+        torch.save(train_state, temporary / TRAIN_STATE)
     rng = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
     }
     (temporary / RNG).write_bytes(pickle.dumps(rng))
+    checksums = {path.name: _sha256(path) for path in temporary.iterdir()}
+    state = {"step": step, "config_hash": config_hash, "sha256": checksums}
     (temporary / STATE).write_text(json.dumps(state, indent=2) + "\n")
     for path in temporary.iterdir():
         _fsync(path)
@@ -91,7 +151,6 @@ def save_checkpoint(
     (final / COMPLETE).write_text("")
     _fsync(final / COMPLETE)
     _fsync(final)
-    _prune(parent, keep)
     return final
 
 
@@ -105,13 +164,18 @@ def latest_checkpoint(run_dir: Path, config_hash: str) -> Checkpoint | None:
         if problem is not None:
             warnings.warn(f"skipping checkpoint {directory}: {problem}", stacklevel=2)
             continue
-        state = json.loads((directory / STATE).read_text())
-        if state["config_hash"] != config_hash:
-            raise CheckpointMismatch(
-                f"{directory} was written by config {state['config_hash']}, not {config_hash}"
-            )
-        return Checkpoint(int(state["step"]), directory)
+        step = _check_config(directory, config_hash)
+        return Checkpoint(step, directory)
     return None
+
+
+def _check_config(directory: Path, config_hash: str) -> int:
+    state = json.loads((directory / STATE).read_text())
+    if state["config_hash"] != config_hash:
+        raise CheckpointMismatch(
+            f"{directory} was written by config {state['config_hash']}, not {config_hash}"
+        )
+    return int(state["step"])
 
 
 def _problem(directory: Path) -> str | None:
@@ -119,18 +183,18 @@ def _problem(directory: Path) -> str | None:
         return "not marked complete (the run was killed while writing it)"
     try:
         state = json.loads((directory / STATE).read_text())
-        expected = state["weights_sha256"]
+        checksums: dict[str, str] = state["sha256"]
         step = int(state["step"])
     except (OSError, ValueError, KeyError) as error:
         return f"unreadable {STATE}: {error}"
-    if directory.name != f"step-{step:04d}":
+    if not directory.name.endswith(f"step-{step:04d}"):
         return f"{STATE} says step {step}"
-    if not (directory / RNG).is_file():
+    if RNG not in checksums:
         return f"{RNG} is missing"
-    if expected is not None:
-        weights = directory / WEIGHTS
-        if not weights.is_file() or _sha256(weights) != expected:
-            return f"{WEIGHTS} is missing or does not match its checksum"
+    for name, expected in checksums.items():
+        path = directory / name
+        if not path.is_file() or _sha256(path) != expected:
+            return f"{name} is missing or does not match its checksum"
     return None
 
 

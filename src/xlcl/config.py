@@ -50,11 +50,13 @@ class TrainConfig(_Section):
     patience: int = Field(..., ge=1, description="epochs without dev-F1 improvement")
     learning_rate: float = Field(..., gt=0)
     batch_size: int = Field(32, ge=1)
+    gradient_accumulation: int = Field(1, ge=1, description="micro-batches per update")
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
     max_length: int = Field(128, ge=8, description="subword tokens per utterance")
-    seed: int = 42
+    seed: int = Field(42, description="model init; step i trains with seed + i (data, dropout)")
+    deterministic: bool = Field(False, description="torch deterministic algorithms only")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch default")
 
@@ -78,7 +80,10 @@ class EvaluateConfig(_Section):
 class CheckpointConfig(_Section):
     """Step checkpoints for resuming a killed run (they do not change its results)."""
 
-    keep: int = Field(2, ge=1, description="complete checkpoints kept")
+    keep: int = Field(2, ge=1, description="complete step checkpoints kept")
+    every_updates: int | None = Field(
+        None, ge=1, description="also checkpoint inside a step every N optimizer updates"
+    )
 
 
 class RunConfig(_Section):

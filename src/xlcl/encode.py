@@ -137,15 +137,34 @@ def bucketed_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def epoch_batches(
+    splits: Sequence[EncodedSplit], batch_size: int, rng: np.random.Generator | None
+) -> list[np.ndarray]:
+    """One epoch's batches over the union of `splits`, as indices into their concatenation.
+
+    MULTI trains on all locales at once; the others pass one split.
+    """
+    lengths = np.concatenate([split.lengths for split in splits])
+    return bucketed_batches(lengths, batch_size, rng)
+
+
+def collate_batch(splits: Sequence[EncodedSplit], indices: np.ndarray, pad_id: int) -> Batch:
+    """The padded batch of utterances `indices` of the concatenated `splits`."""
+    offsets = np.cumsum([0, *(len(split) for split in splits)])
+    position = np.searchsorted(offsets, indices, side="right") - 1
+    input_ids, labels = [], []
+    for split_index, utterance in zip(position, indices - offsets[position], strict=True):
+        input_ids.append(splits[split_index].input_ids[utterance])
+        labels.append(splits[split_index].labels[utterance])
+    return collate(input_ids, labels, pad_id)
+
+
 def iterate_batches(
     splits: Sequence[EncodedSplit],
     batch_size: int,
     pad_id: int,
     rng: np.random.Generator | None,
 ) -> Iterator[Batch]:
-    """Batches over the union of `splits` (MULTI trains on all locales at once)."""
-    input_ids = [ids for split in splits for ids in split.input_ids]
-    labels = [tags for split in splits for tags in split.labels]
-    lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64)
-    for indices in bucketed_batches(lengths, batch_size, rng):
-        yield collate([input_ids[i] for i in indices], [labels[i] for i in indices], pad_id)
+    """Padded batches of one epoch over the union of `splits`."""
+    for indices in epoch_batches(splits, batch_size, rng):
+        yield collate_batch(splits, indices, pad_id)

@@ -15,6 +15,7 @@ to the run directory as soon as they exist; ``DONE`` is written only at the very
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,9 +24,15 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from xlcl.checkpoint import Checkpoint, latest_checkpoint, save_checkpoint
+from xlcl.checkpoint import (
+    Checkpoint,
+    latest_checkpoint,
+    latest_partial,
+    save_checkpoint,
+    save_partial,
+)
 from xlcl.classifier import build_classifier, save_adapter, trainable_parameters
-from xlcl.config import RunConfig
+from xlcl.config import RunConfig, TrainConfig
 from xlcl.data import SPLITS, DataError, MassiveData, load_massive, resolve_order, slot_label_names
 from xlcl.encode import EncodedSplit, encode
 from xlcl.evaluate.scoring import score_splits
@@ -33,7 +40,7 @@ from xlcl.methods import Schedule
 from xlcl.models import VocabularyTrim, resolve_model
 from xlcl.progress import Reporter, Silent
 from xlcl.store import VOCABULARY, RunStore, ScoreCell, is_complete
-from xlcl.train import EpochRecord, train_step
+from xlcl.train import EpochRecord, StepResult, TrainState, train_step
 
 
 @dataclass
@@ -51,6 +58,7 @@ class _Run:
     reporter: Reporter
     trim: VocabularyTrim | None
     resumed_from: Checkpoint | None
+    train_config: TrainConfig
 
     @property
     def finished_step(self) -> int:
@@ -80,10 +88,7 @@ class _Run:
         if self.resumed_from is not None:
             weights = self.resumed_from.weights()
             if weights is not None:
-                state = dict(trainable_parameters(model))
-                with torch.no_grad():
-                    for name, tensor in weights.items():
-                        state[name].copy_(tensor)
+                _load_weights(model, weights)
             self.resumed_from.restore_rng()
         return model
 
@@ -100,26 +105,83 @@ class _Run:
         return model.to(self.device)
 
     def train(self, model: torch.nn.Module, step: int, locales: Sequence[str]) -> None:
-        """Train step `step` on `locales` with early stopping; record its curve."""
-        train_cfg = self.config.train
+        """Train step `step` on `locales` with early stopping; record its curve.
+
+        A run stopped inside this step continues from its checkpoint inside the step. On
+        a GPU out of memory, the step restarts with half the batch and twice the gradient
+        accumulation (the same effective batch), and the manifest records it.
+        """
+        resume = self._partial_state(model, step)
+        initial = _snapshot_to_cpu(model) if self.device.type == "cuda" else None
+        while True:
+            try:
+                result = self._train_once(model, step, locales, resume)
+                break
+            except torch.OutOfMemoryError:
+                config = self.train_config
+                if initial is None or config.batch_size == 1:
+                    raise
+                self.train_config = config.model_copy(
+                    update={
+                        "batch_size": config.batch_size // 2,
+                        "gradient_accumulation": config.gradient_accumulation * 2,
+                    }
+                )
+                self.store.note_oom_retry(step, self.train_config.batch_size)
+                self.reporter.message(
+                    f"out of GPU memory at step {step}: retrying with batch "
+                    f"{self.train_config.batch_size} x {self.train_config.gradient_accumulation}"
+                )
+                _load_weights(model, initial)
+                resume = None
+                torch.cuda.empty_cache()
+        trained = locales[0] if len(locales) == 1 else "joint"
+        self.store.add_curve(step, trained, result.epochs)
+
+    def _train_once(
+        self,
+        model: torch.nn.Module,
+        step: int,
+        locales: Sequence[str],
+        resume: TrainState | None,
+    ) -> StepResult:
+        config = self.train_config
 
         def on_epoch(record: EpochRecord, best: float) -> None:
-            self.reporter.epoch(record.epoch, train_cfg.epochs, record.dev_f1, best)
+            self.reporter.epoch(record.epoch, config.epochs, record.dev_f1, best)
 
-        result = train_step(
+        def on_save(state: TrainState) -> None:
+            weights = dict(trainable_parameters(model))
+            save_partial(self.store.directory, step, weights, self.config.run_id, state.to_dict())
+
+        return train_step(
             model,
             [self.splits[locale]["train"] for locale in locales],
             [self.splits[locale]["dev"] for locale in locales],
             self.labels,
-            train_cfg,
+            config,
             pad_id=self.pad_id,
             device=self.device,
             eval_batch_size=self.config.evaluate.batch_size,
-            seed=train_cfg.seed + step,
+            seed=config.seed + step,
             on_epoch=on_epoch,
+            resume=resume,
+            save_every=self.config.checkpoint.every_updates,
+            on_save=on_save,
         )
-        trained = locales[0] if len(locales) == 1 else "joint"
-        self.store.add_curve(step, trained, result.epochs)
+
+    def _partial_state(self, model: torch.nn.Module, step: int) -> TrainState | None:
+        """Load the checkpoint inside `step` into `model`, if the run stopped there."""
+        if self.resumed_from is None or step != self.resumed_from.step + 1:
+            return None
+        partial = latest_partial(self.store.directory, self.config.run_id, step)
+        if partial is None:
+            return None
+        weights = partial.weights()
+        assert weights is not None, "a checkpoint inside a step always holds weights"
+        _load_weights(model, weights)
+        self.reporter.message(f"continuing step {step} from its checkpoint inside the step")
+        return TrainState.from_dict(partial.train_state())
 
     def score(
         self,
@@ -176,6 +238,9 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
+    if config.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by cuBLAS
+        torch.use_deterministic_algorithms(True)
     device = pick_device(config.train.device)
     splits = _encode_all(config, data, order, labels, tokenizer)
     trim = None
@@ -203,6 +268,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
         reporter=reporter,
         trim=trim,
         resumed_from=checkpoint,
+        train_config=config.train,
     )
     try:
         SCHEDULES[config.method_spec.schedule](state)
@@ -326,6 +392,21 @@ def _trim_vocabulary(
         for locale, by_split in splits.items()
     }
     return trim, remapped
+
+
+def _snapshot_to_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().to("cpu", copy=True) for name, p in trainable_parameters(model)}
+
+
+def _load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Copy `weights` into `model`'s trainable parameters of the same names."""
+    parameters = dict(trainable_parameters(model))
+    missing = parameters.keys() - weights.keys()
+    if missing:
+        raise ValueError(f"checkpoint lacks {len(missing)} weights, e.g. {sorted(missing)[0]}")
+    with torch.no_grad():
+        for name, parameter in parameters.items():
+            parameter.copy_(weights[name])
 
 
 def _gold_spans(split: EncodedSplit, labels: Sequence[str]) -> int:

@@ -194,6 +194,12 @@ class RunStore:
             self._curves.append({"step": step, "trained_locale": trained_locale, **asdict(record)})
         _atomic_parquet(self.directory / CURVES, pd.DataFrame(self._curves))
 
+    def note_oom_retry(self, step: int, batch_size: int) -> None:
+        """Record that step `step` restarted with a smaller batch after running out of memory."""
+        retry = {"step": step, "batch_size": batch_size, "at": _now()}
+        self.manifest["oom_retries"] = [*self.manifest.get("oom_retries", []), retry]
+        self._write_manifest()
+
     def finish(self) -> None:
         """Mark the run done: manifest first, then the completion marker."""
         self.manifest.update(status="done", finished_at=_now())

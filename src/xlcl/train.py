@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from xlcl.classifier import trainable_parameters
 from xlcl.config import TrainConfig
-from xlcl.encode import EncodedSplit, iterate_batches
+from xlcl.encode import EncodedSplit, collate_batch, epoch_batches
 from xlcl.evaluate.scoring import score_splits
 
 
@@ -62,6 +63,63 @@ def optimizer_for(
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
+@dataclass
+class TrainState:
+    """Where a training step stands after some batches: enough to continue it exactly.
+
+    The batch order is not stored: it is replayed from the step's seed.
+    """
+
+    epoch: int = 1
+    batches_done: int = 0
+    loss_sum: float = 0.0
+    stale: int = 0
+    result: StepResult = field(default_factory=StepResult)
+    best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    scheduler: dict[str, Any] = field(default_factory=dict)
+    torch_rng: torch.Tensor | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain tensors, numbers and lists (loadable with ``weights_only=True``)."""
+        return {
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "loss_sum": self.loss_sum,
+            "stale": self.stale,
+            "best_dev_f1": self.result.best_dev_f1,
+            "best_epoch": self.result.best_epoch,
+            "epochs": [asdict(record) for record in self.result.epochs],
+            "best_weights": self.best_weights,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "torch_rng": self.torch_rng,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainState:
+        """The inverse of `to_dict`."""
+        result = StepResult(
+            values["best_dev_f1"],
+            values["best_epoch"],
+            [EpochRecord(**record) for record in values["epochs"]],
+        )
+        return cls(
+            epoch=values["epoch"],
+            batches_done=values["batches_done"],
+            loss_sum=values["loss_sum"],
+            stale=values["stale"],
+            result=result,
+            best_weights=values["best_weights"],
+            optimizer=values["optimizer"],
+            scheduler=values["scheduler"],
+            torch_rng=values["torch_rng"],
+        )
+
+
+StateCallback = Callable[[TrainState], None]
+
+
 def train_step(
     model: torch.nn.Module,
     train: Sequence[EncodedSplit],
@@ -74,56 +132,82 @@ def train_step(
     eval_batch_size: int,
     seed: int,
     on_epoch: EpochCallback | None = None,
+    resume: TrainState | None = None,
+    save_every: int | None = None,
+    on_save: StateCallback | None = None,
 ) -> StepResult:
-    """Train `model` in place on `train`; keep the weights of the best dev-F1 epoch."""
+    """Train `model` in place on `train`; keep the weights of the best dev-F1 epoch.
+
+    Every `save_every` optimizer updates, `on_save` receives the state to continue from;
+    `resume` continues from such a state (the model must already hold its weights).
+    """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    batches_per_epoch = sum(-(-len(split) // config.batch_size) for split in train)
-    optimizer, scheduler = optimizer_for(model, config, config.epochs * batches_per_epoch)
+    micro_batches = sum(-(-len(split) // config.batch_size) for split in train)
+    updates_per_epoch = -(-micro_batches // config.gradient_accumulation)
+    optimizer, scheduler = optimizer_for(model, config, config.epochs * updates_per_epoch)
     parameters = [p for _, p in trainable_parameters(model)]
-    result = StepResult()
-    best_state = _snapshot(model)
-    stale = 0
-    for epoch in range(1, config.epochs + 1):
+    state = resume or TrainState(best_weights=_snapshot(model))
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+        if resume.torch_rng is not None:
+            torch.set_rng_state(resume.torch_rng)
+    for _ in range(1, state.epoch):  # replay the batch orders of finished epochs
+        epoch_batches(train, config.batch_size, rng)
+    result = state.result
+    while state.epoch <= config.epochs:
         started = time.perf_counter()
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        for batch in iterate_batches(train, config.batch_size, pad_id, rng):
-            batch = batch.to(device)
+        loss_sum = torch.tensor(state.loss_sum, device=device)
+        batches = epoch_batches(train, config.batch_size, rng)
+        for index in range(state.batches_done, len(batches)):
+            batch = collate_batch(train, batches[index], pad_id).to(device)
             output = model(
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,
                 labels=batch.labels,
             )
-            output.loss.backward()
+            (output.loss / config.gradient_accumulation).backward()
+            loss_sum += output.loss.detach()
+            finished = index + 1
+            if finished % config.gradient_accumulation and finished != len(batches):
+                continue
             grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
             if not torch.isfinite(grad_norm):
                 raise FloatingPointError(
-                    f"non-finite gradient norm at epoch {epoch}; the step is stopped"
+                    f"non-finite gradient norm at epoch {state.epoch}, batch {finished}; "
+                    "the step is stopped"
                 )
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            loss_sum += output.loss.detach()
+            update = -(-finished // config.gradient_accumulation)
+            if save_every and on_save and update % save_every == 0 and finished < len(batches):
+                state.batches_done, state.loss_sum = finished, loss_sum.item()
+                state.optimizer, state.scheduler = optimizer.state_dict(), scheduler.state_dict()
+                state.torch_rng = torch.get_rng_state()
+                on_save(state)
         dev_f1 = score_splits(model, dev, labels, eval_batch_size, pad_id, device).f1
         record = EpochRecord(
-            epoch=epoch,
-            train_loss=loss_sum.item() / max(batches_per_epoch, 1),
+            epoch=state.epoch,
+            train_loss=loss_sum.item() / max(micro_batches, 1),
             dev_f1=dev_f1,
             learning_rate=float(scheduler.get_last_lr()[0]),
             seconds=time.perf_counter() - started,
         )
         result.epochs.append(record)
         if dev_f1 > result.best_dev_f1:
-            result.best_dev_f1, result.best_epoch, stale = dev_f1, epoch, 0
-            best_state = _snapshot(model)
+            result.best_dev_f1, result.best_epoch, state.stale = dev_f1, state.epoch, 0
+            state.best_weights = _snapshot(model)
         else:
-            stale += 1
+            state.stale += 1
         if on_epoch is not None:
             on_epoch(record, result.best_dev_f1)
-        if stale >= config.patience:
+        state.epoch, state.batches_done, state.loss_sum = state.epoch + 1, 0, 0.0
+        if state.stale >= config.patience:
             break
-    _restore(model, best_state)
+    _restore(model, state.best_weights)
     return result
 
 

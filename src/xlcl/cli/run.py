@@ -20,6 +20,9 @@ def run(
         Path | None,
         typer.Option("--resume", help="continue this run directory from its last checkpoint"),
     ] = None,
+    deterministic: Annotated[
+        bool, typer.Option("--deterministic", help="use torch's deterministic algorithms only")
+    ] = False,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="print the resolved config and exit")
     ] = False,
@@ -34,6 +37,8 @@ def run(
 
     if config is None and resume is None:
         fail("give a CONFIG file, or --resume RUN_DIR")
+    if deterministic:
+        overrides = [*(overrides or []), "train.deterministic=true"]
     try:
         if resume is None:
             resolved = load_config(config, overrides)
