@@ -238,9 +238,6 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
-    if config.train.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by cuBLAS
-        torch.use_deterministic_algorithms(True)
     device = pick_device(config.train.device)
     splits = _encode_all(config, data, order, labels, tokenizer)
     trim = None
@@ -270,11 +267,17 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
         resumed_from=checkpoint,
         train_config=config.train,
     )
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    if config.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by cuBLAS
+        torch.use_deterministic_algorithms(True)
     try:
         SCHEDULES[config.method_spec.schedule](state)
     except BaseException as error:
         store.fail(error)
         raise
+    finally:
+        torch.use_deterministic_algorithms(deterministic_before)
     store.finish()
     return store.directory
 
