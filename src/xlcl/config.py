@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -56,6 +56,9 @@ class TrainConfig(_Section):
     max_grad_norm: float = Field(1.0, gt=0)
     max_length: int = Field(128, ge=8, description="subword tokens per utterance")
     seed: int = Field(42, description="model init; step i trains with seed + i (data, dropout)")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto = bf16 autocast on a GPU, fp32 on the CPU"
+    )
     deterministic: bool = Field(False, description="torch deterministic algorithms only")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch default")

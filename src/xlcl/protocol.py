@@ -202,6 +202,7 @@ class _Run:
                     self.config.evaluate.batch_size,
                     self.pad_id,
                     self.device,
+                    self.train_config.precision,
                 )
                 values = (counts.f1, counts.precision, counts.recall, counts.n_pred)
             else:

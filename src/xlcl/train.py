@@ -19,7 +19,7 @@ from transformers import get_linear_schedule_with_warmup
 from xlcl.classifier import trainable_parameters
 from xlcl.config import TrainConfig
 from xlcl.encode import EncodedSplit, collate_batch, epoch_batches
-from xlcl.evaluate.scoring import score_splits
+from xlcl.evaluate.scoring import mixed_precision, score_splits
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,8 @@ def optimizer_for(
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    on_gpu = all(p.is_cuda for p in decay + no_decay)
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=on_gpu or None)
     warmup = int(config.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
@@ -156,39 +157,43 @@ def train_step(
     for _ in range(1, state.epoch):  # replay the batch orders of finished epochs
         epoch_batches(train, config.batch_size, rng)
     result = state.result
+    autocast = mixed_precision(config.precision, device)
     while state.epoch <= config.epochs:
         started = time.perf_counter()
         model.train()
         loss_sum = torch.tensor(state.loss_sum, device=device)
+        # Checked when the epoch ends, not after every update: no host-device sync per batch.
+        non_finite = torch.zeros((), dtype=torch.bool, device=device)
         batches = epoch_batches(train, config.batch_size, rng)
         for index in range(state.batches_done, len(batches)):
             batch = collate_batch(train, batches[index], pad_id).to(device)
-            output = model(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                labels=batch.labels,
-            )
+            with autocast:
+                output = model(
+                    input_ids=batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    labels=batch.labels,
+                )
             (output.loss / config.gradient_accumulation).backward()
             loss_sum += output.loss.detach()
             finished = index + 1
             if finished % config.gradient_accumulation and finished != len(batches):
                 continue
             grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-            if not torch.isfinite(grad_norm):
-                raise FloatingPointError(
-                    f"non-finite gradient norm at epoch {state.epoch}, batch {finished}; "
-                    "the step is stopped"
-                )
+            non_finite |= ~torch.isfinite(grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             update = -(-finished // config.gradient_accumulation)
             if save_every and on_save and update % save_every == 0 and finished < len(batches):
+                _stop_if(non_finite, state.epoch)
                 state.batches_done, state.loss_sum = finished, loss_sum.item()
                 state.optimizer, state.scheduler = optimizer.state_dict(), scheduler.state_dict()
                 state.torch_rng = torch.get_rng_state()
                 on_save(state)
-        dev_f1 = score_splits(model, dev, labels, eval_batch_size, pad_id, device).f1
+        _stop_if(non_finite, state.epoch)
+        dev_f1 = score_splits(
+            model, dev, labels, eval_batch_size, pad_id, device, config.precision
+        ).f1
         record = EpochRecord(
             epoch=state.epoch,
             train_loss=loss_sum.item() / max(micro_batches, 1),
@@ -209,6 +214,13 @@ def train_step(
             break
     _restore(model, state.best_weights)
     return result
+
+
+def _stop_if(non_finite: torch.Tensor, epoch: int) -> None:
+    if bool(non_finite):
+        raise FloatingPointError(
+            f"non-finite loss or gradient norm in epoch {epoch}; the step is stopped"
+        )
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:

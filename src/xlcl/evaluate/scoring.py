@@ -13,6 +13,12 @@ from xlcl.evaluate.spans import SpanCounts, count_spans
 OUTSIDE = 0  # label id of "O": slot label lists start with it
 
 
+def mixed_precision(precision: str, device: torch.device) -> torch.autocast:
+    """bf16 autocast on a GPU for ``auto`` and ``bf16``; a disabled context otherwise."""
+    enabled = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 @torch.no_grad()
 def predict_words(
     model: torch.nn.Module,
@@ -20,16 +26,19 @@ def predict_words(
     batch_size: int,
     pad_id: int,
     device: torch.device,
+    precision: str = "auto",
 ) -> list[np.ndarray]:
     """Predicted label id of every word of `split` (``O`` for words with no subword)."""
     was_training = model.training
     model.eval()
-    token_predictions: list[np.ndarray] = []
-    for batch in iterate_batches([split], batch_size, pad_id, rng=None):
-        batch = batch.to(device)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        token_predictions.extend(logits.argmax(dim=-1).cpu().numpy())
+    on_device: list[torch.Tensor] = []
+    with mixed_precision(precision, device):
+        for batch in iterate_batches([split], batch_size, pad_id, rng=None):
+            batch = batch.to(device)
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            on_device.append(logits.argmax(dim=-1))
     model.train(was_training)
+    token_predictions = [row for batch in on_device for row in batch.cpu().numpy()]
     # iterate_batches without rng yields utterances sorted by length: undo that.
     order = np.argsort(split.lengths, kind="stable")
     by_utterance: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(split)
@@ -49,11 +58,12 @@ def score_splits(
     batch_size: int,
     pad_id: int,
     device: torch.device,
+    precision: str = "auto",
 ) -> SpanCounts:
     """Span counts of `model` micro-summed over `splits`."""
     total: SpanCounts | None = None
     for split in splits:
-        predicted = predict_words(model, split, batch_size, pad_id, device)
+        predicted = predict_words(model, split, batch_size, pad_id, device, precision)
         gold, mask = _pad(split.gold)
         pred, _ = _pad(predicted)
         counts = count_spans(gold, pred, labels, mask)

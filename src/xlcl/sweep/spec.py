@@ -1,0 +1,166 @@
+"""Sweep files: a base run config, a grid of dotted keys, and variants, expanded into runs.
+
+```yaml
+base: ../paper/vanilla.yaml        # a run config: a path (relative to this file) or a mapping
+grid:                              # dotted config keys -> lists; the runs are their product
+  order: [1, 2, 3, 4, 5]
+  train.seed: [42]
+variants:                          # optional: settings that only make sense together
+  - {method: vanilla}
+  - {method: shared-lora, rank: 32}
+results: results/paper             # optional default for --results
+```
+
+Every combination of the grid, crossed with every variant, sets its keys on a copy of the
+base; a variant's keys override the grid's. Each result is validated into a `RunConfig`
+whose ``output_dir`` is the sweep's results directory, and runs with the same run id (the
+hash of the resolved config) collapse into one, first one kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from xlcl.config import ConfigError, RunConfig, validate_config
+
+
+class SweepFile(BaseModel):
+    """The keys a sweep file may hold (anything else is an error)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base: str | dict[str, Any] = Field(..., description="run config: a YAML path or a mapping")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values")
+    variants: list[dict[str, Any]] = Field(
+        default_factory=list, description="mappings of dotted keys, crossed with the grid"
+    )
+    results: str | None = Field(None, description="default results directory")
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"grid key {key!r} has no values")
+        return grid
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The runs of a sweep, in expansion order, all writing to `results`."""
+
+    runs: tuple[RunConfig, ...]
+    results: Path
+    source: str
+
+    def by_id(self) -> dict[str, RunConfig]:
+        """The runs keyed by run id."""
+        return {config.run_id: config for config in self.runs}
+
+
+def load_sweep(
+    path: str | Path,
+    results: str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> Sweep:
+    """Read a sweep file and expand it; `overrides` (``a.b=value``) apply to the base."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    try:
+        spec = SweepFile.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_explain(path, error)) from None
+    base = spec.base if isinstance(spec.base, dict) else _read_yaml(path.parent / spec.base)
+    base = copy.deepcopy(base)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {override!r}: expected key=value, e.g. train.epochs=3")
+        assign(base, key, yaml.safe_load(text) if text else None)
+    where = results if results is not None else spec.results
+    if where is None:
+        where = Path("results") / path.stem
+    runs = expand(base, spec.grid, spec.variants, Path(where), source=str(path))
+    return Sweep(runs=runs, results=Path(where), source=str(path))
+
+
+def expand(
+    base: Mapping[str, Any],
+    grid: Mapping[str, Sequence[Any]],
+    variants: Sequence[Mapping[str, Any]],
+    results: Path,
+    source: str = "sweep",
+) -> tuple[RunConfig, ...]:
+    """The validated, de-duplicated runs of `base` x product(`grid`) x `variants`."""
+    keys = list(grid)
+    runs: dict[str, RunConfig] = {}
+    for values in itertools.product(*(grid[key] for key in keys)):
+        for variant in variants or [{}]:
+            raw = copy.deepcopy(dict(base))
+            settings = {**dict(zip(keys, values, strict=True)), **variant}
+            for key, value in settings.items():
+                assign(raw, key, copy.deepcopy(value))
+            raw["output_dir"] = str(results)
+            described = ", ".join(f"{key}={value!r}" for key, value in settings.items())
+            config = _validate(raw, f"{source} [{described or 'base'}]")
+            runs.setdefault(config.run_id, config)
+    return tuple(runs.values())
+
+
+def assign(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``raw[a][b] = value`` for the dotted key ``a.b``, creating sections as needed."""
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"key {dotted!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _validate(raw: dict[str, Any], where: str) -> RunConfig:
+    try:
+        return validate_config(raw, where=where)
+    except ValueError as error:  # ConfigError, or a method/rank mismatch from the model
+        message = str(error)
+        if "rank" in message:
+            message += (
+                "\n  hint: ranks apply to LoRA methods only; pair methods with ranks under "
+                "'variants:' instead of crossing them in 'grid:'"
+            )
+        raise ConfigError(message) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return loaded
+
+
+def _explain(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: invalid sweep file"]
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(item["loc"][0]), list(SweepFile.model_fields))
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            message = f"unknown key{hint} (known: {', '.join(SweepFile.model_fields)})"
+        lines.append(f"  {location}: {message}")
+    return "\n".join(lines)
