@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from xlcl.cli import data, metrics, model, params, report, run
+from xlcl.cli import data, metrics, model, params, query, report, run, sweep
 
 app = typer.Typer(
     name="xlcl",
@@ -21,6 +21,8 @@ app.command("run")(run.run)
 app.command("params")(params.params)
 app.command("metrics")(metrics.metrics)
 app.command("report")(report.report)
+app.add_typer(sweep.app, name="sweep")
+app.command("query")(query.query)
 
 
 def main() -> None:

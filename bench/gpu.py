@@ -1,0 +1,199 @@
+"""GPU benchmarks: training throughput and MFU, and the cost of a 52-step VANILLA run.
+
+Command (on a GPU machine, from the repository root, with the MASSIVE archive and the
+XLM-R tokenizer files in ``gpu/``)::
+
+    PYTHONPATH=src python bench/gpu.py --archive gpu/massive.tar.gz \
+        --tokenizer gpu/tokenizer --out results
+
+1. Throughput: xlcl's training loop (`train_step`) on random-weight e5-small-size and
+   XLM-R-base-size token classifiers, batches of 32 MASSIVE-length utterances (real en-US
+   lengths), bf16 autocast, fused AdamW. Reports samples/s and model FLOPs utilisation.
+2. A VANILLA run of XLM-R base (random weights, real XLM-R tokenizer, real MASSIVE): the
+   first locales of order 1 with full data, through `xlcl.protocol.run`. Its per-epoch and
+   per-evaluation times give the cost of the full 52-step run (10 epochs a step, the 52 x 52
+   matrix), which is extrapolated and reported as such.
+Results go to ``OUT/gpu.json`` and ``OUT/gpu.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import AutoModelForTokenClassification, AutoTokenizer, PretrainedConfig
+
+from xlcl.config import TrainConfig, validate_config
+from xlcl.data import ORDERS, load_massive, slot_label_names
+from xlcl.encode import EncodedSplit, encode
+from xlcl.params import E5_SMALL, XLMR_BASE
+from xlcl.protocol import run
+from xlcl.train import train_step
+
+PEAK_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16
+LABELS = 111
+
+
+def model_dir(root: Path, name: str, config: PretrainedConfig, tokenizer: Path) -> Path:
+    """A random-weight model of `config` with the XLM-R tokenizer, saved to disk."""
+    directory = root / name
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_config(config)
+    model.save_pretrained(directory)
+    for file in tokenizer.iterdir():
+        shutil.copy(file, directory / file.name)
+    return directory
+
+
+def flops_per_token(config: PretrainedConfig, length: float) -> float:
+    """Training FLOPs per token: 6 x matmul parameters, plus attention scores."""
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    matmul = layers * (4 * hidden * hidden + 2 * hidden * config.intermediate_size)
+    attention = layers * 2 * 2 * length * hidden  # QK^T and AV, forward
+    return 6 * matmul + 3 * attention
+
+
+def throughput(
+    directory: Path,
+    config: PretrainedConfig,
+    lengths: np.ndarray,
+    samples: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Samples/s and MFU of `train_step` on synthetic utterances of real MASSIVE lengths."""
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(lengths, size=samples)
+    ids = [rng.integers(5, 1000, size=n) for n in chosen]
+    labels = [rng.integers(0, LABELS, size=n) for n in chosen]
+    firsts = [np.zeros(1, dtype=np.int64)] * samples  # scoring reads word 0 at token 0
+    split = EncodedSplit("xx-XX", ids, labels, [lab[:1] for lab in labels], firsts)
+    dev = EncodedSplit("xx-XX", ids[:64], labels[:64], split.gold[:64], firsts[:64])
+    model = AutoModelForTokenClassification.from_pretrained(directory, num_labels=LABELS)
+    model.to(device)
+    train = TrainConfig(epochs=1, patience=1, learning_rate=1e-5, batch_size=32)
+    names = [f"L{i}" for i in range(LABELS)]
+    names[0] = "O"
+    common = dict(pad_id=1, device=device, eval_batch_size=256)
+    train_step(model, [split], [dev], names, train, seed=0, **common)  # warm-up
+    synchronize(device)
+    started = time.perf_counter()
+    repeats = 2
+    for seed in range(repeats):
+        train_step(model, [split], [dev], names, train, seed=seed + 1, **common)
+    synchronize(device)
+    seconds = (time.perf_counter() - started) / repeats
+    tokens = float(chosen.sum())
+    achieved = flops_per_token(config, float(chosen.mean())) * tokens / seconds
+    return {
+        "samples_per_s": samples / seconds,
+        "tokens_per_s": tokens / seconds,
+        "mfu": achieved / (PEAK_BF16_TFLOPS * 1e12),
+        "peak_memory_gib": peak_memory_gib(device),
+    }
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work (timings must not stop at a kernel launch)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak GPU memory allocated since the last reset (0 on the CPU)."""
+    if device.type != "cuda":
+        return 0.0
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.reset_peak_memory_stats()
+    return peak
+
+
+def vanilla_cost(
+    directory: Path, archive: Path, out: Path, locales: int, max_train: int | None, device: str
+) -> dict[str, float]:
+    """Time a VANILLA run over the first `locales` of order 1; extrapolate to 52 steps."""
+    order = list(ORDERS[1][:locales])
+    config = validate_config(
+        {
+            "model": str(directory),
+            "method": "vanilla",
+            "order": order,
+            "data": {"source": str(archive), "max_train": max_train},
+            "train": {
+                "epochs": 2,
+                "patience": 2,
+                "batch_size": 32,
+                "learning_rate": 5e-5,
+                "device": device,
+            },
+            "evaluate": {"batch_size": 512},
+            "output_dir": str(out / "runs"),
+        }
+    )
+    started = time.perf_counter()
+    run_dir = run(config)
+    total = time.perf_counter() - started
+    curves = pd.read_parquet(run_dir / "curves.parquet")
+    epoch_seconds = float(curves["seconds"].median())
+    training = float(curves["seconds"].sum())
+    scoring_and_setup = total - training
+    rows = locales + 1
+    per_cell = scoring_and_setup / (rows * locales)  # an upper bound: includes data loading
+    return {
+        "locales": locales,
+        "wall_s": total,
+        "median_epoch_s": epoch_seconds,
+        "training_s": training,
+        "other_s": scoring_and_setup,
+        "full_run_estimate_s": 52 * 10 * epoch_seconds + 53 * 52 * per_cell,
+        "peak_memory_gib": peak_memory_gib(torch.device(device)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archive", type=Path, required=True)
+    parser.add_argument("--tokenizer", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--samples", type=int, default=8192)
+    parser.add_argument("--locales", type=int, default=3)
+    parser.add_argument("--max-train", type=int, default=None, help="for dry runs on a CPU")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path("/tmp/xlcl-gpu")
+    data = load_massive(args.archive, ["en-US"])
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    names = slot_label_names(data)
+    utterances = data.utterances("en-US", "train")
+    encoded = encode(utterances, tokenizer, {n: i for i, n in enumerate(names)}, 128)
+    lengths = encoded.lengths
+    results: dict[str, object] = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "mean_subwords": float(lengths.mean()),
+    }
+    for name, preset in (("e5-small", E5_SMALL), ("xlm-r-base", XLMR_BASE)):
+        config = copy.deepcopy(preset)
+        config.num_labels = LABELS
+        directory = model_dir(work, name, config, args.tokenizer)
+        results[f"throughput/{name}"] = throughput(directory, config, lengths, args.samples, device)
+        print(name, results[f"throughput/{name}"], flush=True)
+        (args.out / "gpu.json").write_text(json.dumps(results, indent=2))
+    results["vanilla/xlm-r-base"] = vanilla_cost(
+        work / "xlm-r-base", args.archive, work, args.locales, args.max_train, args.device
+    )
+    print(results["vanilla/xlm-r-base"], flush=True)
+    (args.out / "gpu.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

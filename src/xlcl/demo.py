@@ -1,0 +1,155 @@
+"""The demo: knowledge loss on a laptop CPU, three methods on real MASSIVE in minutes.
+
+Run it with ``xlcl demo`` (``--quick`` for the CI-sized version, ``--out DIR`` for another
+results directory). It runs the configs of ``configs/demo/`` one after another, each a
+normal run (``xlcl run configs/demo/vanilla.yaml`` gives the same run directory), writes
+the HTML report of the three runs, and summarizes each method by its final F1, CBT and CFT.
+
+Finished runs are found by run id and not run again, so a second ``xlcl demo`` only
+rebuilds the report. MASSIVE comes from ``$XLCL_MASSIVE`` when it is set, else from the
+official archive's public URL (downloaded once, sha256-checked, cached).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xlcl.config import RunConfig, load_config
+from xlcl.data.download import OFFICIAL_URL
+from xlcl.data.sources import ENV_SOURCE
+from xlcl.methods import Schedule
+from xlcl.metrics import ScoreMatrix, cbt, cft, final_f1, final_locale_f1, read_run_dir
+from xlcl.metrics.per_run import nanmean
+from xlcl.progress import Reporter, Silent
+from xlcl.protocol import run
+from xlcl.reports import build_report
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
+QUICK = "quick"  # configs/demo/quick/: the CI-sized demo
+METHODS = ("vanilla", "shared-lora", "nonshared-lora")  # one config file each, run in this order
+REPORT_DIR = "report"
+
+
+class DemoError(RuntimeError):
+    """The demo cannot start: its configs are missing or invalid."""
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    """One method's line of the demo's table (F1 values in [0, 1])."""
+
+    label: str
+    run_dir: Path
+    final_f1: float
+    cbt: float
+    cft: float
+    untrained_f1: float  # mean of R[0, ·]: the untrained model, the level CFT must beat
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """The demo's run directories, its report and its summary table."""
+
+    run_dirs: list[Path]
+    report: Path
+    summary: list[MethodSummary]
+
+
+def demo_configs(quick: bool = False, out: Path | None = None) -> list[tuple[Path, RunConfig]]:
+    """The demo's configs, in run order, with their files.
+
+    ``out`` replaces the configs' ``output_dir``. Without ``$XLCL_MASSIVE`` the data source is
+    the official archive's URL, which `xlcl.data` downloads once and checks by sha256.
+    """
+    directory = CONFIG_DIR / QUICK if quick else CONFIG_DIR
+    overrides = [] if out is None else [f"output_dir={out}"]
+    if not os.environ.get(ENV_SOURCE):
+        overrides.append(f"data.source={OFFICIAL_URL}")
+    paths = [directory / f"{name}.yaml" for name in METHODS]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise DemoError(
+            f"demo configs not found: {', '.join(missing)} (a source checkout has them)"
+        )
+    return [(path, load_config(path, overrides)) for path in paths]
+
+
+def run_demo(
+    quick: bool = False, out: Path | None = None, reporter: Reporter | None = None
+) -> DemoResult:
+    """Run (or reuse) the demo's runs, write their report, and summarize each method."""
+    reporter = reporter or Silent()
+    configs = demo_configs(quick, out)
+    runs = []
+    for index, (path, config) in enumerate(configs, start=1):
+        reporter.message(f"[{index}/{len(configs)}] {config.method_spec.label}: {path}")
+        runs.append((config.method_spec.label, run(config, reporter)))
+    run_dirs = [directory for _, directory in runs]
+    reporter.message("writing the report")
+    files = build_report(run_dirs, Path(configs[0][1].output_dir) / REPORT_DIR)
+    return DemoResult(run_dirs, files.html, summarize_runs(runs))
+
+
+def summarize_runs(runs: Sequence[tuple[str, Path]]) -> list[MethodSummary]:
+    """The demo's table from (label, finished run directory) pairs."""
+    summary = []
+    for label, directory in runs:
+        matrix = read_run_dir(directory).matrix
+        summary.append(
+            MethodSummary(
+                label=label,
+                run_dir=directory,
+                final_f1=final_f1(matrix),
+                cbt=system_cbt(matrix),
+                cft=cft(matrix),
+                untrained_f1=nanmean(matrix.f1[0]),
+            )
+        )
+    return summary
+
+
+def system_cbt(matrix: ScoreMatrix) -> float:
+    """CBT of the system at the end: mean_{i<T} (final_locale_f1(ℓ_i) − R[i, i]).
+
+    Sequential runs: `xlcl.metrics.cbt`. NON-SHARED LoRA (and MONO) keep one model per
+    locale, so the final system scores ℓ_i with the model trained on it, R[i, i]: its CBT
+    is 0 by construction (`cbt` itself is NaN there: no single model sees two locales).
+    """
+    if matrix.schedule == Schedule.SEQUENTIAL:
+        return cbt(matrix)
+    if matrix.schedule != Schedule.INDEPENDENT:
+        return math.nan  # MULTI: one joint step, nothing learned before anything else
+    final = final_locale_f1(matrix).to_numpy()[:-1]
+    learned = np.diagonal(matrix.f1[1:])[:-1]
+    return nanmean(final - learned)
+
+
+SUMMARY_COLUMNS = ("method", "final F1", "CBT", "CFT", "untrained F1")
+
+
+def summary_rows(summary: Sequence[MethodSummary]) -> list[list[str]]:
+    """The table's cells: F1 points (x100) with one decimal, "–" where a metric is NaN."""
+    return [
+        [row.label, *(_points(v) for v in (row.final_f1, row.cbt, row.cft, row.untrained_f1))]
+        for row in summary
+    ]
+
+
+def summary_markdown(summary: Sequence[MethodSummary]) -> str:
+    """The summary as a Markdown table (the one in docs/demo.md)."""
+    lines = [
+        "| " + " | ".join(SUMMARY_COLUMNS) + " |",
+        "| --- |" + " ---: |" * (len(SUMMARY_COLUMNS) - 1),
+    ]
+    lines += ["| " + " | ".join(cells) + " |" for cells in summary_rows(summary)]
+    return "\n".join(lines)
+
+
+def _points(value: float) -> str:
+    return "–" if math.isnan(value) else f"{100 * value:.1f}"

@@ -1,0 +1,75 @@
+"""Sweep files: expansion of grid x variants into validated, de-duplicated runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xlcl.config import ConfigError, load_config
+from xlcl.sweep import expand, load_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = {"model": "m", "method": "vanilla", "order": 1}
+
+
+def test_grid_times_variants_with_variant_keys_winning(tmp_path):
+    runs = expand(
+        BASE,
+        {"order": [1, 2], "train.seed": [1, 2]},
+        [
+            {"method": "vanilla"},
+            {"method": "shared-lora", "rank": 32},
+            {"method": "mono", "order": 1},
+        ],
+        tmp_path,
+    )
+    # 2 orders x 2 seeds x 3 variants = 12; MONO pinned to order 1 collapses 4 -> 2.
+    assert len(runs) == 10
+    assert len({run.run_id for run in runs}) == 10
+    shared = [run for run in runs if run.method == "shared-lora"]
+    assert {(run.order, run.train.seed, run.rank) for run in shared} == {
+        (1, 1, 32), (1, 2, 32), (2, 1, 32), (2, 2, 32)
+    }  # fmt: skip
+    assert shared[0].train.epochs == 100  # LoRA defaults follow the variant's rank
+    assert all(run.output_dir == str(tmp_path) for run in runs)
+
+
+def test_crossing_ranks_with_full_fine_tuning_points_to_variants(tmp_path):
+    with pytest.raises(ConfigError, match="variants"):
+        expand(BASE, {"method": ["vanilla", "shared-lora"], "rank": [32]}, [], tmp_path)
+
+
+def test_unknown_keys_get_did_you_mean(tmp_path):
+    with pytest.raises(ConfigError, match=r"did you mean 'train\.seed'"):
+        expand(BASE, {"train.sed": [1]}, [], tmp_path)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": BASE, "grids": {"order": [1]}}))
+    with pytest.raises(ConfigError, match="did you mean 'grid'"):
+        load_sweep(path)
+
+
+def test_base_path_is_relative_to_the_sweep_file_and_overrides_apply(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": "base.yaml", "grid": {"order": [1, 2]}}))
+    sweep = load_sweep(path, results=tmp_path / "out", overrides=["data.max_train=10"])
+    assert [run.order for run in sweep.runs] == [1, 2]
+    assert all(run.data.max_train == 10 for run in sweep.runs)
+    assert sweep.results == tmp_path / "out"
+    assert load_sweep(path).results == Path("results") / "s"
+
+
+def test_the_paper_sweep_is_the_paper_grid_with_the_paper_configs_run_ids():
+    sweep = load_sweep(REPO / "configs" / "sweeps" / "paper.yaml")
+    assert len(sweep.runs) == (12 + 4) * 5
+    xlmr = [run for run in sweep.runs if run.model == "FacebookAI/xlm-roberta-base"]
+    labels = {run.method_spec.label for run in xlmr}
+    assert len(labels) == 12 and "NON-SHARED LoRA 256" in labels
+    e5 = {run.method_spec.label for run in sweep.runs if "e5" in run.model}
+    assert e5 == {"VANILLA", "SHARED LoRA 32", "NON-SHARED LoRA 32", "MULTI"}
+    ids = set(sweep.by_id())
+    for path in sorted((REPO / "configs" / "paper").glob("*.yaml")):
+        for order in range(1, 6):
+            assert load_config(path, [f"order={order}"]).run_id in ids, (path.name, order)

@@ -1,0 +1,77 @@
+"""Run states from the files a sweep keeps: queued, running, done, failed, interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+
+from xlcl.sweep.state import (
+    HEARTBEAT,
+    AlreadyRunning,
+    Heartbeat,
+    RunState,
+    begin_attempt,
+    end_attempt,
+    now,
+    run_lock,
+    run_status,
+)
+
+
+def test_nothing_recorded_is_queued(tmp_path):
+    status = run_status(tmp_path / "abc", steps_total=3)
+    assert (status.state, status.attempts, status.steps_done) == (RunState.QUEUED, 0, None)
+
+
+def test_a_live_heartbeat_is_running_and_done_wins(tmp_path):
+    begin_attempt(tmp_path, "local", None)
+    with Heartbeat(tmp_path, interval=0.05):
+        status = run_status(tmp_path, steps_total=3)
+    assert status.state is RunState.RUNNING
+    assert status.where == f"{os.uname().nodename}:{os.getpid()}"
+    (tmp_path / "DONE").write_text("")
+    assert run_status(tmp_path, 3).state is RunState.DONE
+
+
+def test_a_stale_heartbeat_from_another_host_is_interrupted(tmp_path):
+    begin_attempt(tmp_path, "slurm", "42_1")
+    old = (now() - timedelta(seconds=300)).isoformat(timespec="seconds")
+    beat = {"host": "elsewhere", "pid": 1, "at": old}
+    (tmp_path / HEARTBEAT).write_text(json.dumps(beat))
+    status = run_status(tmp_path, 3, stale_after=60)
+    assert status.state is RunState.INTERRUPTED
+    assert status.error.startswith("heartbeat stale for 30")
+    assert run_status(tmp_path, 3, stale_after=600).state is RunState.RUNNING
+
+
+def test_a_dead_process_on_this_host_is_interrupted_at_once(tmp_path):
+    begin_attempt(tmp_path, "local", None)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    beat = {"host": os.uname().nodename, "pid": int(gone.stdout), "at": now().isoformat()}
+    (tmp_path / HEARTBEAT).write_text(json.dumps(beat))
+    status = run_status(tmp_path, 3)
+    assert status.state is RunState.INTERRUPTED and "is gone" in status.error
+
+
+def test_attempts_are_recorded_and_an_unclosed_one_is_closed_by_the_next(tmp_path):
+    begin_attempt(tmp_path, "local", None)
+    end_attempt(tmp_path, RunState.FAILED, "ValueError: boom", "local")
+    assert run_status(tmp_path, 3).error == "ValueError: boom"
+    begin_attempt(tmp_path, "slurm", "7")  # killed without a word
+    begin_attempt(tmp_path, "slurm", "7")  # requeued
+    state = json.loads((tmp_path / "sweep-state.json").read_text())
+    assert [a["outcome"] for a in state["attempts"]] == ["failed", "interrupted", None]
+    assert [a["attempt"] for a in state["attempts"]] == [1, 2, 3]
+
+
+def test_one_process_at_a_time_holds_a_run(tmp_path):
+    with run_lock(tmp_path), pytest.raises(AlreadyRunning), run_lock(tmp_path):
+        pass
+    with run_lock(tmp_path):
+        pass
