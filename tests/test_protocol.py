@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 from massive_fixture import write_massive_dir
 from xlcl.config import validate_config
@@ -149,3 +150,36 @@ def test_trimming_the_vocabulary_leaves_every_score_unchanged(tiny_model, massiv
     a = pd.read_parquet(full / "scores.parquet")[columns]
     b = pd.read_parquet(trimmed / "scores.parquet")[columns]
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_out_of_memory_retries_with_half_the_batch_and_twice_the_accumulation(
+    tiny_model, massive_dir, tmp_path, monkeypatch
+):
+    import xlcl.protocol
+
+    real_train_step = xlcl.protocol.train_step
+
+    def runs_out_of_memory_at_batch_4(model, train, dev, labels, config, **kwargs):
+        if config.batch_size == 4:
+            real_train_step(
+                model, train, dev, labels, config.model_copy(update={"epochs": 1}), **kwargs
+            )  # the weights move before memory runs out
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_train_step(model, train, dev, labels, config, **kwargs)
+
+    monkeypatch.setattr(xlcl.protocol, "train_step", runs_out_of_memory_at_batch_4)
+    directory = run(make_config(tiny_model, massive_dir, tmp_path, "vanilla"))
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert [r["batch_size"] for r in manifest["oom_retries"]] == [2]
+    assert manifest["oom_retries"][0]["step"] == 1
+    monkeypatch.setattr(xlcl.protocol, "train_step", real_train_step)
+    same_effective_batch = make_config(tiny_model, massive_dir, tmp_path / "ref", "vanilla")
+    raw = same_effective_batch.model_dump()
+    raw["train"].update(batch_size=2, gradient_accumulation=2)
+    reference = run(validate_config(raw))
+    columns = ["step", "eval_locale", "f1", "n_pred"]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(directory / "scores.parquet")[columns],
+        pd.read_parquet(reference / "scores.parquet")[columns],
+        check_exact=True,
+    )

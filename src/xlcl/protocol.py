@@ -112,14 +112,14 @@ class _Run:
         accumulation (the same effective batch), and the manifest records it.
         """
         resume = self._partial_state(model, step)
-        initial = _snapshot_to_cpu(model) if self.device.type == "cuda" else None
+        initial = _snapshot_to_cpu(model)
         while True:
             try:
                 result = self._train_once(model, step, locales, resume)
                 break
             except torch.OutOfMemoryError:
                 config = self.train_config
-                if initial is None or config.batch_size == 1:
+                if config.batch_size == 1:
                     raise
                 self.train_config = config.model_copy(
                     update={
@@ -134,7 +134,8 @@ class _Run:
                 )
                 _load_weights(model, initial)
                 resume = None
-                torch.cuda.empty_cache()
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
         trained = locales[0] if len(locales) == 1 else "joint"
         self.store.add_curve(step, trained, result.epochs)
 
