@@ -18,8 +18,18 @@ from reports.report_runs import (
     VANILLA_A,
     VANILLA_B,
 )
-from xlcl.metrics import ScoreMatrix, cbt, cft, final_f1, final_locale_f1, forgetting, mbt, mft
-from xlcl.reports import ReportFiles, locale_forgetting
+from xlcl.metrics import (
+    ScoreMatrix,
+    cbt,
+    cft,
+    final_f1,
+    final_locale_f1,
+    forgetting,
+    locale_forgetting,
+    mbt,
+    mft,
+)
+from xlcl.reports import ReportFiles
 
 XLMR_BASE = 278_043_648  # xlm-roberta-base, pooler included (paper: 278.04 M)
 LORA_32 = 5_357_568  # LoRA r=32 on every linear layer, pooler included (paper: 5.36 M)

@@ -28,6 +28,7 @@ from xlcl.metrics.per_run import (
     forgetting,
     learning_f1,
     learning_gain,
+    locale_forgetting,
     perf_shift,
 )
 from xlcl.metrics.summary import build_summary
@@ -58,6 +59,7 @@ __all__ = [
     "learning_f1",
     "learning_gain",
     "load",
+    "locale_forgetting",
     "mbt",
     "mft",
     "perf_shift",

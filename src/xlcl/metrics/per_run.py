@@ -125,15 +125,26 @@ def forgetting(matrix: ScoreMatrix) -> float:
     The max runs over the rows from the one that learned ℓ_j on (Chaudhry et al. 2018
     take it over every earlier row, zero-shot rows included).
     """
-    t = matrix.n_locales
-    if matrix.schedule != "sequential" or t < 2:
+    if matrix.schedule != "sequential" or matrix.n_locales < 2:
         return float("nan")
-    drops = np.full(t - 1, np.nan)
-    for j in range(t - 1):
-        since = matrix.f1[j + 1 : t, j]  # rows j+1..T-1 in 0-based columns: ℓ_j learned
-        if not np.isnan(since).all():
-            drops[j] = np.nanmax(since) - matrix.f1[t, j]
-    return nanmean(drops)
+    return nanmean(locale_forgetting(matrix).to_numpy()[:-1])
+
+
+def locale_forgetting(matrix: ScoreMatrix) -> pd.Series:
+    """forgetting(ℓ_j) = max_{j≤i<T} R[i, j] − R[T, j], for j < T; NaN for ℓ_T.
+
+    The per-locale terms of `forgetting` (whose value is their NaN-skipping mean). NaN for
+    every locale of a run that is not sequential, and where ℓ_j has no score in the max's
+    range.
+    """
+    t = matrix.n_locales
+    values = np.full(t, np.nan)
+    if matrix.schedule == "sequential":
+        for j in range(t - 1):
+            since = matrix.f1[j + 1 : t, j]  # rows j+1..T-1 in 0-based columns: ℓ_j learned
+            if not np.isnan(since).all():
+                values[j] = np.nanmax(since) - matrix.f1[t, j]
+    return pd.Series(values, index=list(matrix.order), name="forgetting", dtype=float)
 
 
 def learning_f1(matrix: ScoreMatrix) -> float:

@@ -10,30 +10,18 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from xlcl.methods import PRESETS, method
-from xlcl.metrics import Aggregate, RunMetrics, ScoreMatrix, aggregate, summarize
+from xlcl.metrics import (
+    Aggregate,
+    RunMetrics,
+    aggregate,
+    locale_forgetting,
+    summarize,
+)
 from xlcl.metrics.groups import LocaleFacts, known_locales
 from xlcl.reports.collect import ReportRun
-
-
-def locale_forgetting(matrix: ScoreMatrix) -> pd.Series:
-    """forgetting(ℓ_j) = max_{j≤i<T} R[i, j] − R[T, j], for j < T; NaN for ℓ_T.
-
-    The per-locale terms of ``xlcl.metrics.forgetting`` (whose value is their NaN-skipping
-    mean). NaN for every locale of a run that is not sequential, and where ℓ_j has no
-    score in the max's range or at step T.
-    """
-    t = matrix.n_locales
-    values = np.full(t, np.nan)
-    if matrix.schedule == "sequential":
-        for j in range(t - 1):
-            since = matrix.f1[j + 1 : t, j]
-            if not np.isnan(since).all():
-                values[j] = np.nanmax(since) - matrix.f1[t, j]
-    return pd.Series(values, index=list(matrix.order), name="forgetting", dtype=float)
 
 
 @dataclass(frozen=True, eq=False)
