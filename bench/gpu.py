@@ -67,6 +67,7 @@ def throughput(
     lengths: np.ndarray,
     samples: int,
     device: torch.device,
+    compile_model: bool,
 ) -> dict[str, float]:
     """Samples/s and MFU of `train_step` on synthetic utterances of real MASSIVE lengths."""
     rng = np.random.default_rng(0)
@@ -78,7 +79,11 @@ def throughput(
     dev = EncodedSplit("xx-XX", ids[:64], labels[:64], split.gold[:64], firsts[:64])
     model = AutoModelForTokenClassification.from_pretrained(directory, num_labels=LABELS)
     model.to(device)
-    train = TrainConfig(epochs=1, patience=1, learning_rate=1e-5, batch_size=32)
+    if compile_model:
+        model.compile(dynamic=True)
+    train = TrainConfig(
+        epochs=1, patience=1, learning_rate=1e-5, batch_size=32, compile=compile_model
+    )
     names = [f"L{i}" for i in range(LABELS)]
     names[0] = "O"
     common = dict(pad_id=1, device=device, eval_batch_size=256)
@@ -116,7 +121,13 @@ def peak_memory_gib(device: torch.device) -> float:
 
 
 def vanilla_cost(
-    directory: Path, archive: Path, out: Path, locales: int, max_train: int | None, device: str
+    directory: Path,
+    archive: Path,
+    out: Path,
+    locales: int,
+    max_train: int | None,
+    device: str,
+    compile_model: bool,
 ) -> dict[str, float]:
     """Time a VANILLA run over the first `locales` of order 1; extrapolate to 52 steps."""
     order = list(ORDERS[1][:locales])
@@ -132,6 +143,7 @@ def vanilla_cost(
                 "batch_size": 32,
                 "learning_rate": 5e-5,
                 "device": device,
+                "compile": compile_model,
             },
             "evaluate": {"batch_size": 512},
             "output_dir": str(out / "runs"),
@@ -166,6 +178,8 @@ def main() -> None:
     parser.add_argument("--locales", type=int, default=3)
     parser.add_argument("--max-train", type=int, default=None, help="for dry runs on a CPU")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--compile", action="store_true", help="train with torch.compile")
+    parser.add_argument("--models", nargs="+", default=["e5-small", "xlm-r-base"])
     args = parser.parse_args()
     device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -180,16 +194,26 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "mean_subwords": float(lengths.mean()),
+        "compile": args.compile,
     }
-    for name, preset in (("e5-small", E5_SMALL), ("xlm-r-base", XLMR_BASE)):
-        config = copy.deepcopy(preset)
+    presets = {"e5-small": E5_SMALL, "xlm-r-base": XLMR_BASE}
+    for name in args.models:
+        config = copy.deepcopy(presets[name])
         config.num_labels = LABELS
         directory = model_dir(work, name, config, args.tokenizer)
-        results[f"throughput/{name}"] = throughput(directory, config, lengths, args.samples, device)
+        results[f"throughput/{name}"] = throughput(
+            directory, config, lengths, args.samples, device, args.compile
+        )
         print(name, results[f"throughput/{name}"], flush=True)
         (args.out / "gpu.json").write_text(json.dumps(results, indent=2))
     results["vanilla/xlm-r-base"] = vanilla_cost(
-        work / "xlm-r-base", args.archive, work, args.locales, args.max_train, args.device
+        work / "xlm-r-base",
+        args.archive,
+        work,
+        args.locales,
+        args.max_train,
+        args.device,
+        args.compile,
     )
     print(results["vanilla/xlm-r-base"], flush=True)
     (args.out / "gpu.json").write_text(json.dumps(results, indent=2))
