@@ -59,6 +59,9 @@ class TrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto = bf16 autocast on a GPU, fp32 on the CPU"
     )
+    compile: bool = Field(
+        False, description="torch.compile the model (less per-update overhead on a GPU)"
+    )
     deterministic: bool = Field(False, description="torch deterministic algorithms only")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch default")

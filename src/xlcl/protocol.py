@@ -102,7 +102,11 @@ class _Run:
             seed=self.config.train.seed,
             trim=self.trim,
         )
-        return model.to(self.device)
+        model.to(self.device)
+        if self.config.train.compile:
+            # In place: the module keeps its type and parameter names (adapters, checkpoints).
+            model.compile(dynamic=True)
+        return model
 
     def train(self, model: torch.nn.Module, step: int, locales: Sequence[str]) -> None:
         """Train step `step` on `locales` with early stopping; record its curve.
