@@ -172,7 +172,7 @@ def with_overrides(
     """Apply ``a.b=value`` overrides to a raw mapping (not changed) and validate it."""
     raw = copy.deepcopy(raw)
     for override in overrides or []:
-        _apply_override(raw, override)
+        apply_override(raw, override)
     return validate_config(raw, where=where)
 
 
@@ -203,17 +203,22 @@ def _check_keys(raw: dict[str, Any], model: type[BaseModel], prefix: str, where:
             _check_keys(value, annotation, f"{prefix}{key}.", where)  # type: ignore[arg-type]
 
 
-def _apply_override(raw: dict[str, Any], override: str) -> None:
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply one ``a.b=value`` override (the value read as YAML) to a raw mapping."""
     key, sep, text = override.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {override!r}: expected key=value, e.g. train.epochs=3")
-    value = yaml.safe_load(text) if text else None
+    assign(raw, key, yaml.safe_load(text) if text else None)
+
+
+def assign(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``raw[a][b] = value`` for the dotted key ``a.b``, creating sections as needed."""
     node = raw
-    parts = key.split(".")
+    parts = dotted.split(".")
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+            raise ConfigError(f"key {dotted!r}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
 

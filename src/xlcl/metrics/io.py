@@ -82,7 +82,7 @@ def load(paths: Sequence[Path]) -> Loaded:
 
 def read_run_dir(path: Path) -> Run:
     """The run of a finished run directory (status ``done`` and the ``DONE`` marker)."""
-    manifest = _read_manifest(path / MANIFEST)
+    manifest = read_manifest(path / MANIFEST)
     unfinished = _unfinished(path, manifest)
     if unfinished:
         raise MetricsInputError(f"{path}: {unfinished}")
@@ -102,7 +102,7 @@ def read_sweep(path: Path) -> Loaded:
     loaded = Loaded()
     for manifest in sorted(path.rglob(MANIFEST)):
         run_dir = manifest.parent
-        unfinished = _unfinished(run_dir, _read_manifest(manifest))
+        unfinished = _unfinished(run_dir, read_manifest(manifest))
         if unfinished:
             loaded.skipped.append((run_dir, unfinished))
         else:
@@ -177,7 +177,8 @@ def _csv_rows(path: Path) -> list[list[str]]:
     return rows
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A run's manifest.json, checked to be a mapping with a run id."""
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:

@@ -8,7 +8,6 @@ that failed, with the steps they have: such a run's matrix is cut to its complet
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from xlcl.metrics import MetricsInputError, ScoreMatrix, from_long, read_run_dir, read_table
-from xlcl.metrics.io import DONE, MANIFEST, SCORES, run_label
+from xlcl.metrics.io import DONE, MANIFEST, SCORES, read_manifest, run_label
 
 DONE_STATE = "done"
 IN_PROGRESS = "in progress"
@@ -205,9 +204,6 @@ def _complete_steps(table: pd.DataFrame, observed: ScoreMatrix) -> int:
 
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ReportInputError(f"{path}: unreadable manifest ({err})") from err
-    if not isinstance(manifest, dict) or "run_id" not in manifest:
-        raise ReportInputError(f"{path}: manifest without run_id")
-    return manifest
+        return read_manifest(path)
+    except MetricsInputError as err:
+        raise ReportInputError(str(err)) from err

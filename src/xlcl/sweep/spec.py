@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from xlcl.config import ConfigError, RunConfig, validate_config
+from xlcl.config import ConfigError, RunConfig, apply_override, assign, validate_config
 
 
 class SweepFile(BaseModel):
@@ -82,10 +82,7 @@ def load_sweep(
     base = spec.base if isinstance(spec.base, dict) else _read_yaml(path.parent / spec.base)
     base = copy.deepcopy(base)
     for override in overrides:
-        key, sep, text = override.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {override!r}: expected key=value, e.g. train.epochs=3")
-        assign(base, key, yaml.safe_load(text) if text else None)
+        apply_override(base, override)
     where = results if results is not None else spec.results
     if where is None:
         where = Path("results") / path.stem
@@ -114,18 +111,6 @@ def expand(
             config = _validate(raw, f"{source} [{described or 'base'}]")
             runs.setdefault(config.run_id, config)
     return tuple(runs.values())
-
-
-def assign(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``raw[a][b] = value`` for the dotted key ``a.b``, creating sections as needed."""
-    node = raw
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"key {dotted!r}: {part!r} is not a section")
-        node = child
-    node[parts[-1]] = value
 
 
 def _validate(raw: dict[str, Any], where: str) -> RunConfig:
