@@ -1,4 +1,6 @@
-""".venv/bin/python bench/bench_trainer.py [--repeats 2] [--epochs 2] [--max-train 160] [--max-dev 48] [--max-test 96] [--output bench/results/cpu_trainer.md]
+""".venv/bin/python bench/bench_trainer.py [--repeats 2] [--epochs 2] [--threads 1]
+
+Other options: ``--max-train 128 --max-dev 32 --max-test 64 --output bench/results/cpu_trainer.md``.
 
 Times one sequential experiment run by xlcl and by the baseline a user would write from
 the Hugging Face Trainer, PEFT and seqeval (``bench/hf_trainer_baseline.py``): the real
@@ -16,7 +18,9 @@ MASSIVE, tokenizing, loading the model, training, evaluating and whatever each s
 writes to disk, but not starting Python; peak memory is the subprocess's peak RSS
 (``os.wait4``). Runs are interleaved (xlcl, no trim, baseline; then the reverse order)
 and repeated; repeat ``r`` uses seed ``42 + r`` for every system, so the spread of F1 over
-repeats is the seed noise that F1 differences are judged against.
+repeats is the seed noise that F1 differences are judged against. Every run gets one torch
+thread (``OMP_NUM_THREADS``): on a shared 2-core machine two OpenMP threads per process
+thrash (a forward and backward pass took 2-9 s with two threads, 0.6 s with one).
 
 Prints a Markdown report and writes it to ``--output``.
 """
@@ -36,7 +40,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-
 from hf_trainer_baseline import ARCHIVE, Experiment, Outcome, run_baseline
 
 SYSTEMS = ("xlcl", "xlcl, no trim", "HF Trainer")
@@ -160,7 +163,10 @@ def report(measurements: list[Measurement], settings: str) -> str:
     ]
     matrices = []
     for method in METHODS:
-        rows = {s: [m for m in measurements if m.method == method and m.system == s] for s in SYSTEMS}
+        rows = {
+            system: [m for m in measurements if m.method == method and m.system == system]
+            for system in SYSTEMS
+        }
         baseline_s = statistics.median(m.experiment_s for m in rows[BASELINE])
         for system, runs in rows.items():
             wall = statistics.median(m.experiment_s for m in runs)
@@ -191,9 +197,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[2])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--max-train", type=int, default=160)
-    parser.add_argument("--max-dev", type=int, default=48)
-    parser.add_argument("--max-test", type=int, default=96)
+    parser.add_argument("--max-train", type=int, default=128)
+    parser.add_argument("--max-dev", type=int, default=32)
+    parser.add_argument("--max-test", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each run")
     parser.add_argument("--output", type=Path, default=Path("bench/results/cpu_trainer.md"))
     parser.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)

@@ -33,10 +33,11 @@ def massive_model(massive_archive, tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny-massive"), texts)
 
 
-def run_method(model, archive, tmp_path, method, rank):
+def run_method(model, archive, tmp_path, method, rank, trim_vocabulary=False):
     config = validate_config(
         {
             "model": str(model),
+            "trim_vocabulary": trim_vocabulary,
             "method": method,
             "rank": rank,
             "order": ORDER,
@@ -81,10 +82,14 @@ def test_vanilla_fills_the_matrix(massive_model, massive_archive, tmp_path):
     assert (scores["n_gold"] > 0).all()
 
 
+@pytest.mark.parametrize("trim_vocabulary", [False, True])
 def test_shared_adapter_reloads_with_identical_predictions(
-    massive_model, massive_archive, tmp_path
+    massive_model, massive_archive, tmp_path, trim_vocabulary
 ):
-    directory = run_method(massive_model, massive_archive, tmp_path, "shared-lora", 4)
+    # A run with a trimmed vocabulary saves an adapter for the untrimmed base model.
+    directory = run_method(
+        massive_model, massive_archive, tmp_path, "shared-lora", 4, trim_vocabulary
+    )
     for locale in ORDER:
         counts = rescore(massive_model, directory / "adapters" / "shared", directory, locale)
         stored = cell(directory, len(ORDER), locale)

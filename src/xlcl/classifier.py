@@ -62,10 +62,14 @@ def build_classifier(
 
 
 def save_adapter(model: torch.nn.Module, directory: Path) -> None:
-    """Save a LoRA model's adapter (and its head) in PEFT's format."""
+    """Save a LoRA model's adapter (and its head) in PEFT's format.
+
+    The adapter never holds the input embedding, even a trimmed one: it loads on the
+    untrimmed base model, with the tokenizer's own ids.
+    """
     if not isinstance(model, PeftModel):
         raise TypeError("only LoRA models have an adapter to save")
-    model.save_pretrained(str(directory))
+    model.save_pretrained(str(directory), save_embedding_layers=False)
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:

@@ -58,8 +58,9 @@ def optimizer_for(
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    on_gpu = all(p.is_cuda for p in decay + no_decay)
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=on_gpu or None)
+    # The fused kernel exists for the CPU and CUDA; elsewhere (mps) torch picks its default.
+    fusable = all(p.device.type in ("cpu", "cuda") for p in decay + no_decay)
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=fusable or None)
     warmup = int(config.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
@@ -178,7 +179,9 @@ def train_step(
             finished = index + 1
             if finished % config.gradient_accumulation and finished != len(batches):
                 continue
-            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                parameters, config.max_grad_norm, foreach=True
+            )
             non_finite |= ~torch.isfinite(grad_norm)
             optimizer.step()
             scheduler.step()
@@ -204,7 +207,7 @@ def train_step(
         result.epochs.append(record)
         if dev_f1 > result.best_dev_f1:
             result.best_dev_f1, result.best_epoch, state.stale = dev_f1, state.epoch, 0
-            state.best_weights = _snapshot(model)
+            _copy_weights(model, state.best_weights)
         else:
             state.stale += 1
         if on_epoch is not None:
@@ -225,6 +228,13 @@ def _stop_if(non_finite: torch.Tensor, epoch: int) -> None:
 
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in trainable_parameters(model)}
+
+
+def _copy_weights(model: torch.nn.Module, into: dict[str, torch.Tensor]) -> None:
+    """Overwrite the snapshot `into` in place: no second copy of the weights at any time."""
+    with torch.no_grad():
+        for name, parameter in trainable_parameters(model):
+            into[name].copy_(parameter)
 
 
 def _restore(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
