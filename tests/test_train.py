@@ -9,7 +9,7 @@ from xlcl.data import load_massive, slot_label_names
 from xlcl.encode import encode
 from xlcl.evaluate.spans import SpanCounts
 from xlcl.methods import method
-from xlcl.train import train_step
+from xlcl.train import optimizer_for, train_step
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,23 @@ def test_a_non_finite_gradient_stops_the_step(setup):
         model.classifier.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite"):
         train(model, setup, epochs=1, patience=1)
+
+
+def test_the_head_can_train_at_its_own_rate_and_norms_skip_weight_decay(setup):
+    model_dir, labels, *_ = setup
+    model = build_classifier(str(model_dir), labels, method("vanilla"), LoraSettings(), 0)
+    config = TrainConfig(
+        epochs=1, patience=1, learning_rate=1e-4, head_learning_rate=3e-3, weight_decay=0.01
+    )
+    optimizer, _ = optimizer_for(model, config, total_steps=10)
+    names = {id(p): n for n, p in model.named_parameters()}
+    settings = {
+        names[id(p)]: (group["lr"], group["weight_decay"])
+        for group in optimizer.param_groups
+        for p in group["params"]
+    }
+    assert settings["classifier.weight"] == (3e-3, 0.01)
+    assert settings["classifier.bias"] == (3e-3, 0.0)
+    assert settings["roberta.encoder.layer.0.attention.self.query.weight"] == (1e-4, 0.01)
+    assert settings["roberta.encoder.layer.0.attention.output.LayerNorm.weight"] == (1e-4, 0.0)
+    assert len(settings) == sum(1 for _ in model.parameters())

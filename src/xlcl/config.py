@@ -49,6 +49,9 @@ class TrainConfig(_Section):
     epochs: int = Field(..., ge=1)
     patience: int = Field(..., ge=1, description="epochs without dev-F1 improvement")
     learning_rate: float = Field(..., gt=0)
+    head_learning_rate: float | None = Field(
+        None, gt=0, description="the classification head's rate; None = learning_rate"
+    )
     batch_size: int = Field(32, ge=1)
     gradient_accumulation: int = Field(1, ge=1, description="micro-batches per update")
     weight_decay: float = Field(0.01, ge=0)

@@ -48,19 +48,26 @@ EpochCallback = Callable[[EpochRecord, float], None]
 def optimizer_for(
     model: torch.nn.Module, config: TrainConfig, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW without weight decay on biases and norms, and a linear schedule with warm-up."""
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
+    """AdamW without weight decay on biases and norms, and a linear schedule with warm-up.
+
+    The classification head trains at ``head_learning_rate`` when it is set: a fresh head
+    on a pretrained encoder needs a far higher rate than the encoder.
+    """
+    head_rate = config.head_learning_rate or config.learning_rate
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, parameter in trainable_parameters(model):
         is_norm_or_bias = parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
-        (no_decay if is_norm_or_bias else decay).append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        rate = head_rate if "classifier" in name else config.learning_rate
+        decay = 0.0 if is_norm_or_bias else config.weight_decay
+        groups.setdefault((rate, decay), []).append(parameter)
+    parameters = [p for group in groups.values() for p in group]
     # The fused kernel exists for the CPU and CUDA; elsewhere (mps) torch picks its default.
-    fusable = all(p.device.type in ("cpu", "cuda") for p in decay + no_decay)
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=fusable or None)
+    fusable = all(p.device.type in ("cpu", "cuda") for p in parameters)
+    optimizer = torch.optim.AdamW(
+        [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
+        lr=config.learning_rate,
+        fused=fusable or None,
+    )
     warmup = int(config.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
