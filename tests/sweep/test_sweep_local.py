@@ -81,3 +81,14 @@ def metrics_cli_app():
     app = typer.Typer()
     app.command()(metrics_cli.metrics)
     return app
+
+
+def test_xlcl_report_reads_the_results_directory(scenario, tmp_path):
+    from xlcl.cli import app
+
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", str(scenario.sweep.results), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text()
+    assert scenario.good in html and scenario.killed in html
+    assert (out / "tables" / "table2.csv").is_file()
