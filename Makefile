@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/xlcl run configs/cpu-small.yaml
+	$(BIN)/xlcl demo --quick
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,17 +81,23 @@ def demo_configs(quick: bool = False, out: Path | None = None) -> list[tuple[Pat
 
 
 def run_demo(
-    quick: bool = False, out: Path | None = None, reporter: Reporter | None = None
+    quick: bool = False,
+    out: Path | None = None,
+    new_reporter: Callable[[], Reporter] = Silent,
 ) -> DemoResult:
-    """Run (or reuse) the demo's runs, write their report, and summarize each method."""
-    reporter = reporter or Silent()
+    """Run (or reuse) the demo's runs, write their report, and summarize each method.
+
+    Each run reports to its own ``new_reporter()``, so its elapsed and remaining times are
+    its own.
+    """
     configs = demo_configs(quick, out)
     runs = []
     for index, (path, config) in enumerate(configs, start=1):
+        reporter = new_reporter()
         reporter.message(f"[{index}/{len(configs)}] {config.method_spec.label}: {path}")
         runs.append((config.method_spec.label, run(config, reporter)))
     run_dirs = [directory for _, directory in runs]
-    reporter.message("writing the report")
+    new_reporter().message("writing the report")
     files = build_report(run_dirs, Path(configs[0][1].output_dir) / REPORT_DIR)
     return DemoResult(run_dirs, files.html, summarize_runs(runs))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from xlcl.cli import data, metrics, model, params, query, report, run, sweep
+from xlcl.cli import data, demo, metrics, model, params, query, report, run, sweep
 
 app = typer.Typer(
     name="xlcl",
@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(model.app, name="model")
+app.command("demo")(demo.demo)
 app.command("run")(run.run)
 app.command("params")(params.params)
 app.command("metrics")(metrics.metrics)

@@ -43,7 +43,7 @@ def demo(
     transformers_logging.disable_progress_bar()
     started = time.perf_counter()
     try:
-        result = run_demo(quick=quick, out=out, reporter=ConsoleReporter())
+        result = run_demo(quick=quick, out=out, new_reporter=ConsoleReporter)
     except (ConfigError, DataError, DemoError, ReportInputError) as error:
         fail(str(error))
     console = Console()
@@ -57,7 +57,7 @@ def demo(
         "F1 points (x100). CBT < 0: forgetting. CFT > untrained F1 (mean of R[0, ·]): "
         "zero-shot transfer. NON-SHARED LoRA keeps an adapter per locale: CBT 0 by construction."
     )
-    console.print(f"report: {result.report}")
+    typer.echo(f"report: {result.report}")
 
 
 def _clock(seconds: float) -> str:
