@@ -1,6 +1,6 @@
 """The paper's protocol: train each step, then score every locale of the run.
 
-Run it with ``xlcl run configs/cpu-small.yaml``. A run reads MASSIVE, tokenizes each locale
+Run it with ``xlcl run configs/demo/quick/vanilla.yaml``. A run reads MASSIVE, tokenizes each locale
 once, and follows its method's schedule:
 
 - sequential (VANILLA, SHARED LoRA): one model through the order; after step i every
