@@ -27,10 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from xlcl.config import ConfigError, RunConfig, apply_override, assign, validate_config
+from xlcl.config import (
+    ConfigError,
+    RunConfig,
+    apply_override,
+    assign,
+    read_yaml_mapping,
+    validate_config,
+)
 
 
 class SweepFile(BaseModel):
@@ -74,12 +80,12 @@ def load_sweep(
 ) -> Sweep:
     """Read a sweep file and expand it; `overrides` (``a.b=value``) apply to the base."""
     path = Path(path)
-    raw = _read_yaml(path)
+    raw = read_yaml_mapping(path)
     try:
         spec = SweepFile.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_explain(path, error)) from None
-    base = spec.base if isinstance(spec.base, dict) else _read_yaml(path.parent / spec.base)
+    base = spec.base if isinstance(spec.base, dict) else read_yaml_mapping(path.parent / spec.base)
     base = copy.deepcopy(base)
     for override in overrides:
         apply_override(base, override)
@@ -124,18 +130,6 @@ def _validate(raw: dict[str, Any], where: str) -> RunConfig:
                 "'variants:' instead of crossing them in 'grid:'"
             )
         raise ConfigError(message) from None
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return loaded
 
 
 def _explain(path: Path, error: ValidationError) -> str:
