@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,14 +70,17 @@ def load(paths: Sequence[Path]) -> Loaded:
             loaded.skipped.extend(sweep.skipped)
         else:
             loaded.runs.extend(read_table(path))
-    seen: dict[str, Path] = {}
-    for run in loaded.runs:
-        if run.run_id in seen:
-            raise MetricsInputError(
-                f"run id {run.run_id!r} appears twice: {seen[run.run_id]} and {run.source}"
-            )
-        seen[run.run_id] = run.source
+    require_unique_ids((run.run_id, run.source) for run in loaded.runs)
     return loaded
+
+
+def require_unique_ids(runs: Iterable[tuple[str, Path]]) -> None:
+    """Raise `MetricsInputError` when a run id comes from two sources."""
+    seen: dict[str, Path] = {}
+    for run_id, source in runs:
+        if run_id in seen:
+            raise MetricsInputError(f"run id {run_id!r} appears twice: {seen[run_id]} and {source}")
+        seen[run_id] = source
 
 
 def read_run_dir(path: Path) -> Run:

@@ -16,7 +16,14 @@ from typing import Any
 import pandas as pd
 
 from xlcl.metrics import MetricsInputError, ScoreMatrix, from_long, read_run_dir, read_table
-from xlcl.metrics.io import DONE, MANIFEST, SCORES, read_manifest, run_label
+from xlcl.metrics.io import (
+    DONE,
+    MANIFEST,
+    SCORES,
+    read_manifest,
+    require_unique_ids,
+    run_label,
+)
 
 DONE_STATE = "done"
 IN_PROGRESS = "in progress"
@@ -89,13 +96,10 @@ def collect(paths: Sequence[Path]) -> Collected:
             _collect_path(path, collected)
     except MetricsInputError as err:
         raise ReportInputError(str(err)) from err
-    seen: dict[str, Path] = {}
-    for run in collected.runs:
-        if run.run_id in seen:
-            raise ReportInputError(
-                f"run id {run.run_id!r} appears twice: {seen[run.run_id]} and {run.source}"
-            )
-        seen[run.run_id] = run.source
+    try:
+        require_unique_ids((run.run_id, run.source) for run in collected.runs)
+    except MetricsInputError as err:
+        raise ReportInputError(str(err)) from err
     if not collected.runs:
         why = "; ".join(f"{path}: {reason}" for path, reason in collected.left_out)
         raise ReportInputError(
