@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/xlcl demo --quick
+	$(BIN)/xlcl demo
 
 lint: setup
 	$(BIN)/ruff check src tests bench
