@@ -20,6 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from transformers import AutoModelForTokenClassification
 
+from xlcl.classifier import trainable_parameters
 from xlcl.config import TrainConfig
 from xlcl.encode import EncodedSplit, collate_batch, epoch_batches
 from xlcl.evaluate.scoring import mixed_precision
@@ -47,7 +48,7 @@ def main() -> None:
     if args.compile:
         model = torch.compile(model, dynamic=True)
     train = TrainConfig(epochs=1, patience=1, learning_rate=1e-5, batch_size=32)
-    optimizer, scheduler = optimizer_for(model, train, args.updates)
+    optimizer, scheduler = optimizer_for(trainable_parameters(model), train, args.updates)
     parameters = [p for p in model.parameters() if p.requires_grad]
     batches = epoch_batches([split], 32, rng)
     phases: dict[str, float] = defaultdict(float)

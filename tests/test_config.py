@@ -58,6 +58,16 @@ def test_invalid_values_name_the_field(tmp_path):
         load_config(write(tmp_path, "model: m\nmethod: vanilla\n"), ["train.epochs"])
 
 
+def test_adapters_together_is_only_for_nonshared_lora(tmp_path):
+    together = ["train.adapters_together=true"]
+    with pytest.raises(ConfigError, match="needs method nonshared-lora, not shared-lora"):
+        load_config(write(tmp_path, "model: m\nmethod: shared-lora\nrank: 8\n"), together)
+    nonshared = write(tmp_path, "model: m\nmethod: nonshared-lora\nrank: 8\n")
+    assert load_config(nonshared, together).train.adapters_together
+    with pytest.raises(ConfigError, match=r"checkpoint\.every_updates is not supported"):
+        load_config(nonshared, [*together, "checkpoint.every_updates=10"])
+
+
 def test_run_id_is_a_hash_of_the_resolved_config_not_of_the_output_dir(tmp_path):
     path = write(tmp_path, "model: m\nmethod: vanilla\n")
     a = load_config(path)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+import xlcl.protocol
 from massive_fixture import write_massive_dir
 from xlcl.config import validate_config
 from xlcl.protocol import run
@@ -57,11 +58,23 @@ def test_sequential_methods_fill_every_cell(tiny_model, massive_dir, tmp_path, m
     assert set(scores.loc[scores["eval_locale"] == "en-US", "n_gold"]) == {6}
 
 
-@pytest.mark.parametrize(("method", "rank"), [("mono", None), ("nonshared-lora", 4)])
+@pytest.mark.parametrize(
+    ("method", "rank", "together"),
+    [("mono", None, False), ("nonshared-lora", 4, False), ("nonshared-lora", 4, True)],
+)
 def test_independent_methods_score_only_their_own_locale(
-    tiny_model, massive_dir, tmp_path, method, rank
+    tiny_model, massive_dir, tmp_path, method, rank, together
 ):
-    directory = run(make_config(tiny_model, massive_dir, tmp_path, method, rank))
+    train = {"epochs": 2, "patience": 1, "batch_size": 4, "learning_rate": 1e-3}
+    config = make_config(
+        tiny_model,
+        massive_dir,
+        tmp_path,
+        method,
+        rank,
+        train={**train, "adapters_together": together},
+    )
+    directory = run(config)
     table = matrix(directory)
     assert not table.loc[0].isna().any()  # the untrained model is scored everywhere
     for step, locale in enumerate(ORDER, start=1):
@@ -73,11 +86,57 @@ def test_independent_methods_score_only_their_own_locale(
             assert (directory / "adapters" / locale / "adapter_model.safetensors").is_file()
 
 
-def test_independent_methods_can_score_every_model_everywhere(tiny_model, massive_dir, tmp_path):
+@pytest.mark.parametrize("together", [False, True])
+def test_independent_methods_can_score_every_model_everywhere(
+    tiny_model, massive_dir, tmp_path, together
+):
+    train = {"epochs": 2, "patience": 1, "batch_size": 4, "learning_rate": 1e-3}
     config = make_config(
-        tiny_model, massive_dir, tmp_path, "nonshared-lora", 4, evaluate={"all_models": True}
+        tiny_model,
+        massive_dir,
+        tmp_path,
+        "nonshared-lora",
+        4,
+        train={**train, "adapters_together": together},
+        evaluate={"all_models": True},
     )
     assert not matrix(run(config)).isna().any().any()
+
+
+def test_adapters_trained_together_resume_after_the_last_recorded_step(
+    tiny_model, massive_dir, tmp_path, monkeypatch
+):
+    train = {"epochs": 2, "patience": 1, "batch_size": 4, "learning_rate": 1e-3}
+    config = make_config(
+        tiny_model,
+        massive_dir,
+        tmp_path,
+        "nonshared-lora",
+        4,
+        train={**train, "adapters_together": True},
+    )
+    saved = []
+    real_save = xlcl.protocol.save_adapter
+
+    def save_then_crash(model, directory, adapter=None):
+        if len(saved) == 1:
+            raise RuntimeError("killed")
+        saved.append(adapter)
+        real_save(model, directory, adapter=adapter)
+
+    monkeypatch.setattr("xlcl.protocol.save_adapter", save_then_crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(config)
+    directory = tmp_path / "runs" / config.run_id
+    # The same-sized locales stop together, in order: en-US was recorded before the crash.
+    assert saved == ["en-US"]
+    assert sorted(pd.read_parquet(directory / "scores.parquet")["step"].unique()) == [0, 1]
+    monkeypatch.setattr("xlcl.protocol.save_adapter", real_save)
+    assert run(config) == directory
+    assert (directory / DONE).is_file()
+    curves = pd.read_parquet(directory / "curves.parquet")
+    assert curves.groupby("trained_locale").size().to_dict() == {locale: 2 for locale in ORDER}
+    assert sorted(pd.read_parquet(directory / "scores.parquet")["step"].unique()) == [0, 1, 2, 3]
 
 
 def test_multi_trains_once_on_all_locales(tiny_model, massive_dir, tmp_path):

@@ -33,7 +33,7 @@ def massive_model(massive_archive, tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny-massive"), texts)
 
 
-def run_method(model, archive, tmp_path, method, rank, trim_vocabulary=False):
+def run_method(model, archive, tmp_path, method, rank, trim_vocabulary=False, **train):
     config = validate_config(
         {
             "model": str(model),
@@ -42,7 +42,13 @@ def run_method(model, archive, tmp_path, method, rank, trim_vocabulary=False):
             "rank": rank,
             "order": ORDER,
             "data": {"source": str(archive), **LIMITS},
-            "train": {"epochs": 2, "patience": 2, "batch_size": 8, "learning_rate": 2e-3},
+            "train": {
+                "epochs": 2,
+                "patience": 2,
+                "batch_size": 8,
+                "learning_rate": 2e-3,
+                **train,
+            },
             "output_dir": str(tmp_path),
         }
     )
@@ -97,10 +103,20 @@ def test_shared_adapter_reloads_with_identical_predictions(
         assert counts.f1 == stored["f1"]
 
 
+@pytest.mark.parametrize("together", [False, True])
 def test_nonshared_adapters_reload_and_transfer_cells_are_nan(
-    massive_model, massive_archive, tmp_path
+    massive_model, massive_archive, tmp_path, together
 ):
-    directory = run_method(massive_model, massive_archive, tmp_path, "nonshared-lora", 4)
+    # Trained together, each adapter is saved alone, for the untrimmed base model.
+    directory = run_method(
+        massive_model,
+        massive_archive,
+        tmp_path,
+        "nonshared-lora",
+        4,
+        trim_vocabulary=together,
+        adapters_together=together,
+    )
     for step, locale in enumerate(ORDER, start=1):
         counts = rescore(massive_model, directory / "adapters" / locale, directory, locale)
         stored = cell(directory, step, locale)

@@ -92,7 +92,7 @@ def test_the_head_can_train_at_its_own_rate_and_norms_skip_weight_decay(setup):
     config = TrainConfig(
         epochs=1, patience=1, learning_rate=1e-4, head_learning_rate=3e-3, weight_decay=0.01
     )
-    optimizer, _ = optimizer_for(model, config, total_steps=10)
+    optimizer, _ = optimizer_for(trainable_parameters(model), config, total_steps=10)
     names = {id(p): n for n, p in model.named_parameters()}
     settings = {
         names[id(p)]: (group["lr"], group["weight_decay"])

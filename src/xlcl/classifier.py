@@ -7,6 +7,9 @@ adapter (`modules_to_save=["classifier"]`), so every adapter carries its own hea
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -61,15 +64,25 @@ def build_classifier(
         return get_peft_model(model, lora_config(method.rank, lora))
 
 
-def save_adapter(model: torch.nn.Module, directory: Path) -> None:
-    """Save a LoRA model's adapter (and its head) in PEFT's format.
+def save_adapter(model: torch.nn.Module, directory: Path, adapter: str | None = None) -> None:
+    """Save a LoRA model's adapter (and its head) in PEFT's format, in `directory`.
 
-    The adapter never holds the input embedding, even a trimmed one: it loads on the
-    untrimmed base model, with the tokenizer's own ids.
+    `adapter` picks one of a model with several (NON-SHARED LoRA trained together); it is
+    saved as a one-adapter model's would be. The adapter never holds the input embedding,
+    even a trimmed one: it loads on the untrimmed base model, with the tokenizer's own ids.
     """
     if not isinstance(model, PeftModel):
         raise TypeError("only LoRA models have an adapter to save")
-    model.save_pretrained(str(directory), save_embedding_layers=False)
+    if adapter is None:
+        model.save_pretrained(str(directory), save_embedding_layers=False)
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory.parent) as staging:
+        # PEFT writes an adapter other than "default" to a subdirectory named after it.
+        model.save_pretrained(staging, selected_adapters=[adapter], save_embedding_layers=False)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(Path(staging) / adapter, directory)
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from xlcl.methods import Method, method
+from xlcl.methods import Method, Schedule, method
 
 # Learning rates: the paper's values were lost in extraction; it says the runs without LoRA
 # used the higher one. These defaults are the project's assumption, documented in the README.
@@ -66,6 +66,10 @@ class TrainConfig(_Section):
         False, description="torch.compile the model (less per-update overhead on a GPU)"
     )
     deterministic: bool = Field(False, description="torch deterministic algorithms only")
+    adapters_together: bool = Field(
+        False,
+        description="NON-SHARED LoRA: train all locales' adapters at once over one base",
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch default")
 
@@ -132,7 +136,18 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _valid_method(self) -> RunConfig:
-        method(self.method, self.rank)
+        spec = method(self.method, self.rank)
+        if self.train.adapters_together:
+            if not (spec.lora and spec.schedule is Schedule.INDEPENDENT):
+                raise ValueError(
+                    f"train.adapters_together trains one adapter per locale: it needs method "
+                    f"nonshared-lora, not {self.method}"
+                )
+            if self.checkpoint.every_updates is not None:
+                raise ValueError(
+                    "checkpoint.every_updates is not supported with train.adapters_together "
+                    "(adapters trained together are checkpointed as each one finishes)"
+                )
         return self
 
     @property

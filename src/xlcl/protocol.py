@@ -15,6 +15,7 @@ to the run directory as soon as they exist; ``DONE`` is written only at the very
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peft import PeftModel
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from xlcl.checkpoint import (
@@ -40,6 +42,7 @@ from xlcl.methods import Schedule
 from xlcl.models import VocabularyTrim, resolve_model
 from xlcl.progress import Reporter, Silent
 from xlcl.store import VOCABULARY, RunStore, ScoreCell, is_complete
+from xlcl.together import add_adapters, train_adapters_together
 from xlcl.train import EpochRecord, StepResult, TrainState, train_step
 
 
@@ -196,6 +199,16 @@ class _Run:
         scored: Sequence[str],
     ) -> None:
         """Score `model` on the locales in `scored`; the other cells of the row are NaN."""
+        self.record(self.score_cells(model, step, trained_locale, scored))
+
+    def score_cells(
+        self,
+        model: torch.nn.Module,
+        step: int,
+        trained_locale: str | None,
+        scored: Sequence[str],
+    ) -> list[ScoreCell]:
+        """Row `step` of the score matrix, not yet recorded (see `score`)."""
         cells = []
         for locale in self.order:
             test = self.splits[locale]["test"]
@@ -216,9 +229,13 @@ class _Run:
             cells.append(
                 ScoreCell(step, trained_locale, locale, *values[:3], n_gold, values[3], len(test))
             )
+        return cells
+
+    def record(self, cells: list[ScoreCell]) -> None:
+        """Store a row of scores and report its mean over the scored locales."""
         self.store.add_cells(cells)
-        scored_f1 = [cell.f1 for cell in cells if cell.eval_locale in scored]
-        self.reporter.evaluated(step, sum(scored_f1) / len(scored_f1))
+        scored_f1 = [cell.f1 for cell in cells if not math.isnan(cell.f1)]
+        self.reporter.evaluated(cells[0].step, sum(scored_f1) / max(len(scored_f1), 1))
 
 
 def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
@@ -308,6 +325,9 @@ def _independent(run: _Run) -> None:
     if run.pending(0):
         run.score(run.fresh_model(), 0, None, run.order)
         run.checkpoint(0, None)
+    if run.config.train.adapters_together:
+        _adapters_together(run)
+        return
     for step, locale in enumerate(run.order, start=1):
         if not run.pending(step):
             continue
@@ -319,6 +339,61 @@ def _independent(run: _Run) -> None:
         scored = run.order if run.config.evaluate.all_models else [locale]
         run.score(model, step, locale, scored)
         run.checkpoint(step, None)
+
+
+def _adapters_together(run: _Run) -> None:
+    """NON-SHARED LoRA with the pending locales' adapters trained at once (`xlcl.together`).
+
+    Each adapter is saved and scored as soon as it stops; its step is recorded (scores,
+    curve, checkpoint) once it and every step before it have stopped, so the run directory
+    always holds a prefix of the steps, as one-by-one training leaves it.
+    """
+    pending = [(step, locale) for step, locale in enumerate(run.order, 1) if run.pending(step)]
+    if not pending:
+        return
+    rank = run.config.method_spec.rank
+    assert rank is not None, "adapters_together is validated to be NON-SHARED LoRA"
+    names = [locale for _, locale in pending]
+    model = run.fresh_model()
+    assert isinstance(model, PeftModel), "a LoRA method builds a PEFT model"
+    add_adapters(model, names, rank, run.config.lora)
+    model.to(run.device)
+    finished: dict[str, tuple[StepResult, list[ScoreCell]]] = {}
+    config = run.train_config
+
+    def on_epoch(locale: str, record: EpochRecord, best: float) -> None:
+        run.reporter.message(
+            f"  {locale} epoch {record.epoch}/{config.epochs}  dev F1 {record.dev_f1:.4f} "
+            f"(best {best:.4f})"
+        )
+
+    def on_finished(locale: str, result: StepResult) -> None:
+        step = run.order.index(locale) + 1
+        save_adapter(model, run.store.adapter_dir(locale), adapter=locale)
+        scored = run.order if run.config.evaluate.all_models else [locale]
+        finished[locale] = (result, run.score_cells(model, step, locale, scored))
+        while pending and pending[0][1] in finished:
+            next_step, next_locale = pending.pop(0)
+            next_result, cells = finished.pop(next_locale)
+            run.store.add_curve(next_step, next_locale, next_result.epochs)
+            run.record(cells)
+            run.checkpoint(next_step, None)
+
+    run.reporter.message(f"training the adapters of {len(names)} locales together")
+    train_adapters_together(
+        model,
+        names,
+        [run.splits[locale]["train"] for locale in names],
+        [run.splits[locale]["dev"] for locale in names],
+        run.labels,
+        config,
+        pad_id=run.pad_id,
+        device=run.device,
+        eval_batch_size=run.config.evaluate.batch_size,
+        seeds=[config.seed + step for step, _ in pending],
+        on_epoch=on_epoch,
+        on_finished=on_finished,
+    )
 
 
 def _joint(run: _Run) -> None:

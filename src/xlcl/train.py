@@ -46,16 +46,20 @@ EpochCallback = Callable[[EpochRecord, float], None]
 
 
 def optimizer_for(
-    model: torch.nn.Module, config: TrainConfig, total_steps: int
+    named_parameters: Sequence[tuple[str, torch.nn.Parameter]],
+    config: TrainConfig,
+    total_steps: int,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW without weight decay on biases and norms, and a linear schedule with warm-up.
+    """AdamW over `named_parameters` (a model's trainable ones), and a linear schedule.
+
+    Biases and norms have no weight decay; the schedule warms up, then decays linearly.
 
     The classification head trains at ``head_learning_rate`` when it is set: a fresh head
     on a pretrained encoder needs a far higher rate than the encoder.
     """
     head_rate = config.head_learning_rate or config.learning_rate
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
-    for name, parameter in trainable_parameters(model):
+    for name, parameter in named_parameters:
         is_norm_or_bias = parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
         rate = head_rate if "classifier" in name else config.learning_rate
         decay = 0.0 if is_norm_or_bias else config.weight_decay
@@ -154,7 +158,9 @@ def train_step(
     torch.manual_seed(seed)
     micro_batches = sum(-(-len(split) // config.batch_size) for split in train)
     updates_per_epoch = -(-micro_batches // config.gradient_accumulation)
-    optimizer, scheduler = optimizer_for(model, config, config.epochs * updates_per_epoch)
+    optimizer, scheduler = optimizer_for(
+        trainable_parameters(model), config, config.epochs * updates_per_epoch
+    )
     parameters = [p for _, p in trainable_parameters(model)]
     state = resume or TrainState(best_weights=_snapshot(model))
     if resume is not None:

@@ -1,0 +1,329 @@
+"""NON-SHARED LoRA with every locale's adapter trained at once over one frozen base.
+
+Training the adapters one by one runs the frozen base once per locale and step, with
+batches of one locale. Here one PEFT model holds an adapter and a head per locale, and
+every forward pass carries one batch of each locale still training: each sample goes
+through its own locale's adapter and head (PEFT's mixed-adapter batches, which PEFT only
+offers for inference and which this module also uses for training).
+
+Each adapter keeps everything of its own that training one by one has: its batches in the
+same order (its step's seed), its loss (the mean over its own tokens), its gradient
+clipping, its AdamW and learning-rate schedule, its epochs, its dev F1 and its early
+stopping, which restores its best epoch. Adapters share no parameter, so the gradient an
+adapter gets is the one it would get alone, up to the padding of the shared batch; with
+dropout 0 the results equal training one by one within floating-point tolerance (tested).
+With dropout they differ in the masks drawn, not in distribution.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+from peft.tuners.lora import LoraLayer
+from peft.utils.other import AuxiliaryTrainingWrapper
+
+from xlcl.classifier import lora_config
+from xlcl.config import LoraSettings, TrainConfig
+from xlcl.encode import IGNORE, EncodedSplit, collate, epoch_batches
+from xlcl.evaluate.scoring import mixed_precision, score_splits
+from xlcl.train import EpochRecord, StepResult, optimizer_for
+
+FinishedCallback = Callable[[str, StepResult], None]
+AdapterEpochCallback = Callable[[str, EpochRecord, float], None]
+
+
+class AdapterRouter:
+    """Which adapter each sample of the next forward pass goes through.
+
+    While `route` is active, every LoRA layer and every head of the model receives PEFT's
+    ``adapter_names`` for the batch it sees: either one name per sample (`segments`) or
+    one name for a whole batch of any size (`single`, for scoring).
+    """
+
+    def __init__(self) -> None:
+        self.names: list[str] | None = None
+        self.single: str | None = None
+
+    def set_segments(self, segments: Sequence[tuple[str, int]]) -> None:
+        """Route the next batch: `segments` are (adapter, number of samples), in order."""
+        self.names = [name for name, count in segments for _ in range(count)]
+        self.single = None
+
+    def set_single(self, name: str) -> None:
+        """Route every batch through the adapter `name`."""
+        self.names, self.single = None, name
+
+    def names_for(self, batch_size: int) -> list[str]:
+        """PEFT's ``adapter_names`` for a batch of `batch_size` samples."""
+        if self.single is not None:
+            return [self.single] * batch_size
+        if self.names is None or len(self.names) != batch_size:
+            raise RuntimeError("the router has no adapter for each sample of this batch")
+        return self.names
+
+    @contextmanager
+    def route(self, model: PeftModel) -> Iterator[AdapterRouter]:
+        """Hook the model's LoRA layers and heads for as long as the context lasts."""
+
+        def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            kwargs["adapter_names"] = self.names_for(args[0].shape[0])
+            return args, kwargs
+
+        handles = [
+            module.register_forward_pre_hook(hook, with_kwargs=True)
+            for module in model.modules()
+            if isinstance(module, (LoraLayer, AuxiliaryTrainingWrapper))
+        ]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def add_adapters(model: PeftModel, names: Sequence[str], rank: int, lora: LoraSettings) -> None:
+    """Give `model` an adapter and head per name, each a copy of its active adapter.
+
+    The copies start from the same weights as the fresh model one-by-one training builds
+    for every locale; the active adapter is removed afterwards.
+    """
+    template = model.active_adapter
+    initial = {
+        name.replace(f".{template}.", ".{}."): p.detach().clone()
+        for name, p in model.named_parameters()
+        if f".{template}." in name
+    }
+    for name in names:
+        model.add_adapter(name, lora_config(rank, lora))
+    model.set_adapter(names[0])
+    model.delete_adapter(template)
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for pattern, weights in initial.items():
+            for name in names:
+                parameters[pattern.format(name)].copy_(weights)
+    for name, parameter in parameters.items():
+        parameter.requires_grad_(any(f".{adapter}." in name for adapter in names))
+
+
+def adapter_parameters(model: PeftModel, name: str) -> list[tuple[str, torch.nn.Parameter]]:
+    """The adapter `name`'s weights and its head, named as in a one-adapter model."""
+    marker = f".{name}."
+    return [
+        (parameter_name.replace(marker, ".default."), parameter)
+        for parameter_name, parameter in model.named_parameters()
+        if marker in parameter_name
+    ]
+
+
+@dataclass
+class _Adapter:
+    """One adapter's own training state."""
+
+    name: str
+    train: EncodedSplit
+    dev: EncodedSplit
+    rng: np.random.Generator
+    parameters: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    best_weights: list[torch.Tensor]
+    loss_sum: torch.Tensor
+    non_finite: torch.Tensor
+    epoch: int = 0
+    batches: list[np.ndarray] = field(default_factory=list)
+    position: int = 0
+    stale: int = 0
+    started: float = 0.0
+    result: StepResult = field(default_factory=StepResult)
+
+    @property
+    def epoch_done(self) -> bool:
+        return self.position >= len(self.batches)
+
+
+def train_adapters_together(
+    model: PeftModel,
+    names: Sequence[str],
+    train: Sequence[EncodedSplit],
+    dev: Sequence[EncodedSplit],
+    labels: Sequence[str],
+    config: TrainConfig,
+    *,
+    pad_id: int,
+    device: torch.device,
+    eval_batch_size: int,
+    seeds: Sequence[int],
+    on_epoch: AdapterEpochCallback | None = None,
+    on_finished: FinishedCallback | None = None,
+) -> dict[str, StepResult]:
+    """Train the adapters `names` of `model` at once, adapter i on `train[i]` with `seeds[i]`.
+
+    `on_finished` receives each adapter as soon as it stops, with its best weights
+    restored, while the others go on training; while it runs, the model routes every
+    batch through that adapter (to score or save it). Returns every adapter's result.
+    """
+    if not (len(names) == len(train) == len(dev) == len(seeds)):
+        raise ValueError("names, train, dev and seeds must have one entry per adapter")
+    trainer = _Together(model, labels, config, pad_id, device, eval_batch_size, on_epoch)
+    adapters = [
+        trainer.new_adapter(name, train_split, dev_split, seed)
+        for name, train_split, dev_split, seed in zip(names, train, dev, seeds, strict=True)
+    ]
+    results: dict[str, StepResult] = {}
+    active = list(adapters)
+    with trainer.router.route(model):
+        while True:
+            for adapter in [a for a in active if a.epoch_done]:
+                if adapter.epoch and trainer.end_epoch(adapter):
+                    active.remove(adapter)
+                    results[adapter.name] = adapter.result
+                    if on_finished is not None:
+                        trainer.router.set_single(adapter.name)
+                        on_finished(adapter.name, adapter.result)
+                else:
+                    trainer.start_epoch(adapter)
+            if not active:
+                return results
+            trainer.train_batch(active)
+
+
+@dataclass
+class _Together:
+    """What every adapter's training shares: the model, its router and the settings."""
+
+    model: PeftModel
+    labels: Sequence[str]
+    config: TrainConfig
+    pad_id: int
+    device: torch.device
+    eval_batch_size: int
+    on_epoch: AdapterEpochCallback | None
+    router: AdapterRouter = field(default_factory=AdapterRouter)
+
+    def new_adapter(self, name: str, train: EncodedSplit, dev: EncodedSplit, seed: int) -> _Adapter:
+        """The adapter `name`'s state before its first epoch, as `train_step` starts it."""
+        config = self.config
+        named = adapter_parameters(self.model, name)
+        micro_batches = -(-len(train) // config.batch_size)
+        updates_per_epoch = -(-micro_batches // config.gradient_accumulation)
+        optimizer, scheduler = optimizer_for(named, config, config.epochs * updates_per_epoch)
+        parameters = [p for _, p in named]
+        return _Adapter(
+            name=name,
+            train=train,
+            dev=dev,
+            rng=np.random.default_rng(seed),
+            parameters=parameters,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            best_weights=[p.detach().clone() for p in parameters],
+            loss_sum=torch.zeros((), device=self.device),
+            non_finite=torch.zeros((), dtype=torch.bool, device=self.device),
+        )
+
+    def start_epoch(self, adapter: _Adapter) -> None:
+        """Draw the adapter's next epoch of batches from its own generator."""
+        adapter.epoch += 1
+        adapter.batches = epoch_batches([adapter.train], self.config.batch_size, adapter.rng)
+        adapter.position = 0
+        adapter.loss_sum.zero_()
+        adapter.started = time.perf_counter()
+
+    def train_batch(self, active: Sequence[_Adapter]) -> None:
+        """One forward and backward pass over the next batch of every adapter in `active`."""
+        config = self.config
+        input_ids: list[np.ndarray] = []
+        targets: list[np.ndarray] = []
+        segments: list[tuple[str, int]] = []
+        for adapter in active:
+            indices = adapter.batches[adapter.position]
+            input_ids.extend(adapter.train.input_ids[i] for i in indices)
+            targets.extend(adapter.train.labels[i] for i in indices)
+            segments.append((adapter.name, len(indices)))
+        batch = collate(input_ids, targets, self.pad_id).to(self.device)
+        self.router.set_segments(segments)
+        self.model.train()
+        with mixed_precision(config.precision, self.device):
+            logits = self.model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask
+            ).logits
+        total = torch.zeros((), device=self.device)
+        start = 0
+        for adapter, (_, count) in zip(active, segments, strict=True):
+            rows = slice(start, start + count)
+            start += count
+            # The mean over this adapter's own tokens: the loss it gets when trained alone.
+            loss = F.cross_entropy(
+                logits[rows].flatten(0, 1).float(),
+                batch.labels[rows].flatten(),
+                ignore_index=IGNORE,
+            )
+            adapter.loss_sum += loss.detach()
+            total = total + loss / config.gradient_accumulation
+        total.backward()
+        for adapter in active:
+            adapter.position += 1
+            finished = adapter.position
+            if finished % config.gradient_accumulation and finished != len(adapter.batches):
+                continue
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                adapter.parameters, config.max_grad_norm, foreach=True
+            )
+            adapter.non_finite |= ~torch.isfinite(grad_norm)
+            adapter.optimizer.step()
+            adapter.scheduler.step()
+            adapter.optimizer.zero_grad(set_to_none=True)
+
+    def end_epoch(self, adapter: _Adapter) -> bool:
+        """Score the adapter's epoch on its dev set; whether it has finished training."""
+        if bool(adapter.non_finite):
+            raise FloatingPointError(
+                f"non-finite loss or gradient norm for adapter {adapter.name} in epoch "
+                f"{adapter.epoch}; the step is stopped"
+            )
+        config = self.config
+        self.router.set_single(adapter.name)
+        dev_f1 = score_splits(
+            self.model,
+            [adapter.dev],
+            self.labels,
+            self.eval_batch_size,
+            self.pad_id,
+            self.device,
+            config.precision,
+        ).f1
+        record = EpochRecord(
+            epoch=adapter.epoch,
+            train_loss=adapter.loss_sum.item() / max(len(adapter.batches), 1),
+            dev_f1=dev_f1,
+            learning_rate=float(adapter.scheduler.get_last_lr()[0]),
+            seconds=time.perf_counter() - adapter.started,
+        )
+        result = adapter.result
+        result.epochs.append(record)
+        if dev_f1 > result.best_dev_f1:
+            result.best_dev_f1, result.best_epoch, adapter.stale = dev_f1, adapter.epoch, 0
+            _copy(adapter.parameters, into=adapter.best_weights)
+        else:
+            adapter.stale += 1
+        if self.on_epoch is not None:
+            self.on_epoch(adapter.name, record, result.best_dev_f1)
+        if adapter.stale < config.patience and adapter.epoch < config.epochs:
+            return False
+        _copy(adapter.best_weights, into=adapter.parameters)
+        adapter.optimizer.zero_grad(set_to_none=True)
+        return True
+
+
+@torch.no_grad()
+def _copy(sources: Sequence[torch.Tensor], into: Sequence[torch.Tensor]) -> None:
+    for target, source in zip(into, sources, strict=True):
+        target.copy_(source)

@@ -1,0 +1,176 @@
+"""NON-SHARED LoRA adapters trained together equal the adapters trained one by one."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from massive_fixture import write_massive_dir
+from xlcl.classifier import build_classifier, trainable_parameters
+from xlcl.config import LoraSettings, TrainConfig
+from xlcl.data import load_massive, slot_label_names
+from xlcl.encode import encode
+from xlcl.evaluate.scoring import score_splits
+from xlcl.evaluate.spans import SpanCounts
+from xlcl.methods import method
+from xlcl.together import adapter_parameters, add_adapters, train_adapters_together
+from xlcl.train import train_step
+
+LOCALES = ("en-US", "de-DE", "ja-JP")
+TRAIN_SIZES = {"en-US": 10, "de-DE": 6, "ja-JP": 9}  # 3, 2 and 3 batches of 4
+SEEDS = (11, 12, 13)
+NO_DROPOUT = LoraSettings(dropout=0.0)
+# Scripted dev F1 per epoch: with patience 2, en-US stops after epoch 4 (best 2),
+# de-DE runs all 5 epochs, ja-JP stops after epoch 3 (best 1).
+DEV_F1 = {
+    "en-US": [0.2, 0.5, 0.3, 0.4],
+    "de-DE": [0.1, 0.2, 0.3, 0.4, 0.5],
+    "ja-JP": [0.5, 0.1, 0.1],
+}
+CONFIG = TrainConfig(
+    epochs=5,
+    patience=2,
+    learning_rate=5e-3,
+    head_learning_rate=2e-2,
+    batch_size=4,
+    gradient_accumulation=2,
+    warmup_ratio=0.2,
+    max_grad_norm=0.5,
+)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model, tmp_path_factory):
+    data = load_massive(write_massive_dir(tmp_path_factory.mktemp("m")), list(LOCALES))
+    labels = slot_label_names(data)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    ids = {label: index for index, label in enumerate(labels)}
+
+    def split(locale, name):
+        return encode(data.utterances(locale, name), tokenizer, ids, 32)
+
+    train = [
+        replace(
+            split(locale, "train"),
+            input_ids=split(locale, "train").input_ids[: TRAIN_SIZES[locale]],
+            labels=split(locale, "train").labels[: TRAIN_SIZES[locale]],
+        )
+        for locale in LOCALES
+    ]
+    dev = [split(locale, "dev") for locale in LOCALES]
+    test = [split(locale, "test") for locale in LOCALES]
+    return str(tiny_model), labels, train, dev, test
+
+
+def fresh_model(model_dir, labels):
+    model = build_classifier(model_dir, labels, method("nonshared-lora", 4), NO_DROPOUT, seed=0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0  # the base's dropout too: equal results need equal masks
+    return model
+
+
+def scripted(monkeypatch):
+    """Dev F1 from DEV_F1, per locale, whichever way the adapters are trained."""
+    scores = {locale: iter(values) for locale, values in DEV_F1.items()}
+
+    def dev_score(model, splits, *args):
+        return SpanCounts(10, 10, round(next(scores[splits[0].locale]) * 10))
+
+    monkeypatch.setattr("xlcl.train.score_splits", dev_score)
+    monkeypatch.setattr("xlcl.together.score_splits", dev_score)
+
+
+def train_one_by_one(setup, monkeypatch):
+    model_dir, labels, train, dev, _ = setup
+    scripted(monkeypatch)
+    models, results = {}, {}
+    for locale, train_split, dev_split, seed in zip(LOCALES, train, dev, SEEDS, strict=True):
+        model = fresh_model(model_dir, labels)
+        results[locale] = train_step(
+            model, [train_split], [dev_split], labels, CONFIG,
+            pad_id=1, device=torch.device("cpu"), eval_batch_size=8, seed=seed,
+        )  # fmt: skip
+        models[locale] = model
+    return models, results
+
+
+def train_together(setup, monkeypatch, on_finished=None):
+    """`on_finished(model, name)` is called as each adapter stops."""
+    model_dir, labels, train, dev, _ = setup
+    scripted(monkeypatch)
+    model = fresh_model(model_dir, labels)
+    add_adapters(model, LOCALES, 4, NO_DROPOUT)
+    results = train_adapters_together(
+        model, LOCALES, train, dev, labels, CONFIG,
+        pad_id=1, device=torch.device("cpu"), eval_batch_size=8, seeds=SEEDS,
+        on_finished=None if on_finished is None else lambda name, _: on_finished(model, name),
+    )  # fmt: skip
+    return model, results
+
+
+def test_together_equals_one_by_one_epochs_early_stopping_and_weights(setup, monkeypatch):
+    models, alone = train_one_by_one(setup, monkeypatch)
+    finished = []
+    model, together = train_together(setup, monkeypatch, lambda _, name: finished.append(name))
+    # Each adapter stops at its own epoch, and is reported when it stops: ja-JP after
+    # 3 x 3 batches, de-DE after 5 x 2, en-US after 4 x 3.
+    assert [len(together[locale].epochs) for locale in LOCALES] == [4, 5, 3]
+    assert finished == ["ja-JP", "de-DE", "en-US"]
+    for locale in LOCALES:
+        one, both = alone[locale], together[locale]
+        assert both.best_epoch == one.best_epoch
+        assert [r.dev_f1 for r in both.epochs] == [r.dev_f1 for r in one.epochs]
+        assert [r.train_loss for r in both.epochs] == pytest.approx(
+            [r.train_loss for r in one.epochs], rel=1e-5
+        )
+        assert [r.learning_rate for r in both.epochs] == pytest.approx(
+            [r.learning_rate for r in one.epochs]
+        )
+        expected = dict(trainable_parameters(models[locale]))
+        got = dict(adapter_parameters(model, locale))
+        assert got.keys() == expected.keys()
+        initial = fresh_model(setup[0], setup[1])
+        moved = 0
+        for name, parameter in got.items():
+            torch.testing.assert_close(parameter, expected[name], rtol=1e-4, atol=1e-6)
+            moved += not torch.equal(parameter, dict(initial.named_parameters())[name])
+        assert moved > len(got) // 2  # the adapters really trained
+
+
+def test_a_routed_adapter_scores_and_saves_like_its_one_by_one_twin(setup, monkeypatch, tmp_path):
+    model_dir, labels, _, _, test = setup
+    models, _ = train_one_by_one(setup, monkeypatch)
+    saved = {}
+
+    def score_and_save(model, name):
+        # While on_finished runs, the model routes every batch through adapter `name`.
+        saved[name] = score_splits(model, test, labels, 8, 1, torch.device("cpu"))
+        model.save_pretrained(str(tmp_path), selected_adapters=[name])
+
+    train_together(setup, monkeypatch, score_and_save)
+    for locale in LOCALES:
+        alone = score_splits(models[locale], test, labels, 8, 1, torch.device("cpu"))
+        assert saved[locale] == alone
+        base = AutoModelForTokenClassification.from_pretrained(model_dir, num_labels=len(labels))
+        reloaded = PeftModel.from_pretrained(base, str(tmp_path / locale))
+        assert score_splits(reloaded, test, labels, 8, 1, torch.device("cpu")) == alone
+
+
+def test_add_adapters_copies_the_fresh_adapter_and_trains_only_the_copies(setup):
+    model_dir, labels, *_ = setup
+    model = fresh_model(model_dir, labels)
+    template = dict(trainable_parameters(model))
+    add_adapters(model, LOCALES, 4, NO_DROPOUT)
+    trainable = {name for name, _ in trainable_parameters(model)}
+    for locale in LOCALES:
+        copy = dict(adapter_parameters(model, locale))
+        assert copy.keys() == template.keys()
+        for name, parameter in copy.items():
+            assert torch.equal(parameter, template[name])
+            assert parameter.requires_grad
+        assert len([n for n in trainable if f".{locale}." in n]) == len(template)
+    assert len(trainable) == len(LOCALES) * len(template)
+    assert not any(".default." in name for name, _ in model.named_parameters())
