@@ -15,7 +15,12 @@ from xlcl.encode import encode
 from xlcl.evaluate.scoring import score_splits
 from xlcl.evaluate.spans import SpanCounts
 from xlcl.methods import method
-from xlcl.together import adapter_parameters, add_adapters, train_adapters_together
+from xlcl.together import (
+    AdapterRouter,
+    adapter_parameters,
+    add_adapters,
+    train_adapters_together,
+)
 from xlcl.train import train_step
 
 LOCALES = ("en-US", "de-DE", "ja-JP")
@@ -174,3 +179,18 @@ def test_add_adapters_copies_the_fresh_adapter_and_trains_only_the_copies(setup)
         assert len([n for n in trainable if f".{locale}." in n]) == len(template)
     assert len(trainable) == len(LOCALES) * len(template)
     assert not any(".default." in name for name, _ in model.named_parameters())
+
+
+def test_the_router_splits_batches_into_segments_and_unhooks_on_exit(setup):
+    model = fresh_model(*setup[:2])
+    add_adapters(model, LOCALES, 4, NO_DROPOUT)
+    router = AdapterRouter()
+    router.set_segments([("en-US", 2), ("de-DE", 3)])
+    assert router.segments_for(5) == [("en-US", 0, 2), ("de-DE", 2, 5)]
+    with pytest.raises(RuntimeError, match="no adapter for each sample"):
+        router.segments_for(4)
+    router.set_single("ja-JP")
+    assert router.segments_for(7) == [("ja-JP", 0, 7)]
+    with router.route(model):
+        assert sum("forward" in module.__dict__ for module in model.modules()) > 0
+    assert not any("forward" in module.__dict__ for module in model.modules())

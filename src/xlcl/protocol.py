@@ -7,6 +7,7 @@ once, and follows its method's schedule:
   locale is scored, giving row i of the score matrix;
 - independent (MONO, NON-SHARED LoRA): a fresh model or adapter per locale, scored on its
   own locale (or on all, with ``evaluate.all_models``);
+  NON-SHARED LoRA's adapters can train all at once (``train.adapters_together``);
 - joint (MULTI): one model on all locales at once, scored once.
 
 Row 0 is the untrained model (fresh head) on every locale. Scores, curves and adapters go

@@ -3,8 +3,8 @@
 Training the adapters one by one runs the frozen base once per locale and step, with
 batches of one locale. Here one PEFT model holds an adapter and a head per locale, and
 every forward pass carries one batch of each locale still training: each sample goes
-through its own locale's adapter and head (PEFT's mixed-adapter batches, which PEFT only
-offers for inference and which this module also uses for training).
+through its own locale's adapter and head (`AdapterRouter`; the adapters and heads stay
+PEFT's, and each is saved in PEFT's format).
 
 Each adapter keeps everything of its own that training one by one has: its batches in the
 same order (its step's seed), its loss (the mean over its own tokens), its gradient
@@ -21,13 +21,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
+from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
-from peft.utils.other import AuxiliaryTrainingWrapper
+from peft.utils.other import ModulesToSaveWrapper
 
 from xlcl.classifier import lora_config
 from xlcl.config import LoraSettings, TrainConfig
@@ -42,50 +44,81 @@ AdapterEpochCallback = Callable[[str, EpochRecord, float], None]
 class AdapterRouter:
     """Which adapter each sample of the next forward pass goes through.
 
-    While `route` is active, every LoRA layer and every head of the model receives PEFT's
-    ``adapter_names`` for the batch it sees: either one name per sample (`segments`) or
-    one name for a whole batch of any size (`single`, for scoring).
+    A batch is a run of contiguous segments, one per adapter (`set_segments`), or one
+    adapter for batches of any size (`set_single`, for scoring). While `route` is active,
+    every LoRA layer adds each segment's own adapter output, and the head runs each
+    segment's own head. Slicing contiguous segments copies nothing; PEFT's mixed-adapter
+    batches (inference only) gather and scatter each sample instead, which made a
+    training step 1.8 times slower on a CPU.
     """
 
     def __init__(self) -> None:
-        self.names: list[str] | None = None
+        self.segments: list[tuple[str, int, int]] = []
         self.single: str | None = None
 
     def set_segments(self, segments: Sequence[tuple[str, int]]) -> None:
         """Route the next batch: `segments` are (adapter, number of samples), in order."""
-        self.names = [name for name, count in segments for _ in range(count)]
+        bounds = np.cumsum([0, *(count for _, count in segments)])
+        self.segments = [
+            (name, int(start), int(end))
+            for (name, _), start, end in zip(segments, bounds[:-1], bounds[1:], strict=True)
+        ]
         self.single = None
 
     def set_single(self, name: str) -> None:
         """Route every batch through the adapter `name`."""
-        self.names, self.single = None, name
+        self.segments, self.single = [], name
 
-    def names_for(self, batch_size: int) -> list[str]:
-        """PEFT's ``adapter_names`` for a batch of `batch_size` samples."""
+    def segments_for(self, batch_size: int) -> list[tuple[str, int, int]]:
+        """(adapter, first row, end row) of each segment of a batch of `batch_size`."""
         if self.single is not None:
-            return [self.single] * batch_size
-        if self.names is None or len(self.names) != batch_size:
+            return [(self.single, 0, batch_size)]
+        if not self.segments or self.segments[-1][2] != batch_size:
             raise RuntimeError("the router has no adapter for each sample of this batch")
-        return self.names
+        return self.segments
 
     @contextmanager
     def route(self, model: PeftModel) -> Iterator[AdapterRouter]:
-        """Hook the model's LoRA layers and heads for as long as the context lasts."""
-
-        def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-            kwargs["adapter_names"] = self.names_for(args[0].shape[0])
-            return args, kwargs
-
-        handles = [
-            module.register_forward_pre_hook(hook, with_kwargs=True)
+        """Route the model's LoRA layers and heads for as long as the context lasts."""
+        unsupported = {
+            type(module).__name__
             for module in model.modules()
-            if isinstance(module, (LoraLayer, AuxiliaryTrainingWrapper))
-        ]
+            if isinstance(module, LoraLayer) and not isinstance(module, LoraLinear)
+        }
+        if unsupported:
+            raise TypeError(f"cannot route LoRA layers of type {', '.join(sorted(unsupported))}")
+        routed: list[torch.nn.Module] = []
+        for module in model.modules():
+            if isinstance(module, LoraLinear):
+                module.forward = partial(self._lora_forward, module)  # type: ignore[method-assign]
+            elif isinstance(module, ModulesToSaveWrapper):
+                module.forward = partial(self._head_forward, module)  # type: ignore[method-assign]
+            else:
+                continue
+            routed.append(module)
         try:
             yield self
         finally:
-            for handle in handles:
-                handle.remove()
+            for module in routed:
+                del module.forward  # back to the class's forward
+
+    def _lora_forward(self, layer: LoraLinear, x: torch.Tensor) -> torch.Tensor:
+        # PEFT's LoRA forward (base + B(A(dropout(x))) * scaling), one adapter per segment.
+        result = layer.base_layer(x)
+        parts = []
+        for name, start, end in self.segments_for(x.shape[0]):
+            lora_a, lora_b = layer.lora_A[name], layer.lora_B[name]
+            part = x[start:end].to(lora_a.weight.dtype)  # type: ignore[arg-type]
+            parts.append(lora_b(lora_a(layer.lora_dropout[name](part))) * layer.scaling[name])
+        delta = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return result + delta.to(result.dtype)
+
+    def _head_forward(self, head: ModulesToSaveWrapper, x: torch.Tensor) -> torch.Tensor:
+        parts = [
+            head.modules_to_save[name](x[start:end])
+            for name, start, end in self.segments_for(x.shape[0])
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def add_adapters(model: PeftModel, names: Sequence[str], rank: int, lora: LoraSettings) -> None:
