@@ -1,26 +1,33 @@
-""".venv/bin/python bench/bench_trainer.py [--repeats 2] [--epochs 2] [--threads 1]
+""".venv/bin/python bench/bench_trainer.py [--repeats 1] [--epochs 3] [--threads 2]
 
-Other options: ``--max-train 128 --max-dev 32 --max-test 64 --output bench/results/cpu_trainer.md``.
+Other options: ``--max-train 400 --max-dev 100 --max-test 100 --output FILE.md``.
+
+MASSIVE comes from ``$XLCL_MASSIVE``, else from
+``../shared/data/amazon-massive-dataset-1.1.tar.gz`` next to the repository; the report
+goes to ``bench/results/cpu_trainer.md`` by default.
 
 Times one sequential experiment run by xlcl and by the baseline a user would write from
 the Hugging Face Trainer, PEFT and seqeval (``bench/hf_trainer_baseline.py``): the real
-multilingual-e5-small (``e5-small-offline``), MASSIVE en-US → ja-JP → de-DE (the first
-N train/dev/test utterances of each), batch 16, max_length 64, a fixed learning rate with
-a linear decay, weight decay 0.01, the same number of epochs (xlcl's patience is set to the
+multilingual-e5-small (``e5-small-offline``), MASSIVE en-US → ru-RU → th-TH (the first
+N train/dev/test utterances of each), with the learning settings of the quick demo
+(``configs/demo/quick/``): batch 16, max_length 64, AdamW with the fresh classification
+head at its own rate (2e-2), weight decay 0.01 (not on biases and LayerNorm), a linear
+schedule with 10 % warm-up, the same number of epochs (xlcl's patience is set to the
 number of epochs, so early stopping never cuts a step short; both restore the best dev
 epoch) and the same score matrix: every locale's test set before training (row 0) and
 after each step, word-level span F1 (seqeval's default mode).
 
-Two methods, VANILLA (full fine-tuning, lr 1e-4) and SHARED LoRA r=8 (lr 5e-4), and three
-systems: xlcl with ``trim_vocabulary: true``, xlcl without it (where the gain comes from),
-and the baseline. Each experiment runs in its own subprocess: wall time includes reading
-MASSIVE, tokenizing, loading the model, training, evaluating and whatever each system
-writes to disk, but not starting Python; peak memory is the subprocess's peak RSS
-(``os.wait4``). Runs are interleaved (xlcl, no trim, baseline; then the reverse order)
-and repeated; repeat ``r`` uses seed ``42 + r`` for every system, so the spread of F1 over
-repeats is the seed noise that F1 differences are judged against. Every run gets one torch
-thread (``OMP_NUM_THREADS``): on a shared 2-core machine two OpenMP threads per process
-thrash (a forward and backward pass took 2-9 s with two threads, 0.6 s with one).
+Two methods, VANILLA (full fine-tuning, lr 1e-4) and SHARED LoRA r=16 (alpha 4, dropout 0,
+adapter lr 2e-3), and three systems: xlcl with ``trim_vocabulary: true``, xlcl without it
+(where the gain comes from), and the baseline. Each experiment runs in its own
+subprocess, one after another (never two at a time): wall time includes reading MASSIVE,
+tokenizing, loading the model, training, evaluating and whatever each system writes to
+disk, but not starting Python; peak memory is the subprocess's peak RSS (``os.wait4``).
+Runs are interleaved (xlcl, no trim, baseline; then the reverse order) and repeated;
+repeat ``r`` uses seed ``42 + r`` for every system, so the spread of F1 over repeats is
+the seed noise that F1 differences are judged against. Every run gets ``--threads`` torch
+threads (``OMP_NUM_THREADS``; default 2, one per core of a 2-core machine, as runs never
+overlap; use 1 when other jobs share the cores, which makes two OpenMP threads thrash).
 
 Prints a Markdown report and writes it to ``--output``.
 """
@@ -44,8 +51,8 @@ from hf_trainer_baseline import ARCHIVE, Experiment, Outcome, run_baseline
 
 SYSTEMS = ("xlcl", "xlcl, no trim", "HF Trainer")
 BASELINE = "HF Trainer"
-METHODS = {"VANILLA": (None, 1e-4), "SHARED LoRA r=8": (8, 5e-4)}
-LOCALES = ("en-US", "ja-JP", "de-DE")
+METHODS = {"VANILLA": (None, 1e-4), "SHARED LoRA r=16": (16, 2e-3)}
+LOCALES = ("en-US", "ru-RU", "th-TH")
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,8 @@ def run_xlcl(experiment: Experiment, trim: bool) -> Outcome:
                     "epochs": experiment.epochs,
                     "patience": experiment.epochs,
                     "learning_rate": experiment.learning_rate,
+                    "head_learning_rate": experiment.head_learning_rate,
+                    "warmup_ratio": experiment.warmup_ratio,
                     "batch_size": experiment.batch_size,
                     "weight_decay": experiment.weight_decay,
                     "max_length": experiment.max_length,
@@ -100,7 +109,7 @@ def run_xlcl(experiment: Experiment, trim: bool) -> Outcome:
                     "precision": "fp32",
                     "device": "cpu",
                 },
-                "lora": {"alpha": experiment.rank, "dropout": experiment.lora_dropout},
+                "lora": {"alpha": experiment.lora_alpha, "dropout": experiment.lora_dropout},
                 "evaluate": {"batch_size": experiment.eval_batch_size},
                 "output_dir": output_dir,
             }
@@ -195,12 +204,12 @@ def _matrix(method: str, system: str, measurement: Measurement) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[2])
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--max-train", type=int, default=128)
-    parser.add_argument("--max-dev", type=int, default=32)
-    parser.add_argument("--max-test", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max-train", type=int, default=400)
+    parser.add_argument("--max-dev", type=int, default=100)
+    parser.add_argument("--max-test", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each run")
     parser.add_argument("--output", type=Path, default=Path("bench/results/cpu_trainer.md"))
     parser.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -229,7 +238,10 @@ def main() -> None:
         f"e5-small-offline, {' → '.join(LOCALES)}, {args.max_train}/{args.max_dev}/"
         f"{args.max_test} train/dev/test utterances per locale, {args.epochs} epochs, "
         f"batch {base.batch_size} (eval {base.eval_batch_size}), max_length {base.max_length}, "
-        f"{args.repeats} repeats; torch {torch.__version__}, {args.threads} thread(s) per run, "
+        f"head lr {base.head_learning_rate:g}, warm-up ratio {base.warmup_ratio:g}, LoRA "
+        f"alpha {base.lora_alpha} dropout {base.lora_dropout:g}, weight decay "
+        f"{base.weight_decay:g}; {args.repeats} repeat(s); torch {torch.__version__}, "
+        f"{args.threads} thread(s) per run, runs one at a time, "
         f"{os.cpu_count()} CPUs ({platform.machine()}), shared machine."
     )
     print(settings, flush=True)
