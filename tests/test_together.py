@@ -19,6 +19,7 @@ from xlcl.together import (
     AdapterRouter,
     adapter_parameters,
     add_adapters,
+    length_groups,
     train_adapters_together,
 )
 from xlcl.train import train_step
@@ -194,3 +195,10 @@ def test_the_router_splits_batches_into_segments_and_unhooks_on_exit(setup):
     with router.route(model):
         assert sum("forward" in module.__dict__ for module in model.modules()) > 0
     assert not any("forward" in module.__dict__ for module in model.modules())
+
+
+def test_length_groups_keep_similar_lengths_together():
+    lengths = [10, 30, 12, 26, 11, 13, 40]
+    groups = length_groups(lengths, length=lambda n: n)
+    assert groups == [[10, 11, 12], [13], [26, 30], [40]]
+    assert length_groups(lengths, length=lambda n: n, slack=10.0) == [sorted(lengths)]

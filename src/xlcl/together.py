@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from xlcl.encode import IGNORE, EncodedSplit, collate, epoch_batches
 from xlcl.evaluate.scoring import mixed_precision, score_splits
 from xlcl.train import EpochRecord, StepResult, optimizer_for
 
+T = TypeVar("T")
 FinishedCallback = Callable[[str, StepResult], None]
 AdapterEpochCallback = Callable[[str, EpochRecord, float], None]
 
@@ -271,37 +273,17 @@ class _Together:
         adapter.started = time.perf_counter()
 
     def train_batch(self, active: Sequence[_Adapter]) -> None:
-        """One forward and backward pass over the next batch of every adapter in `active`."""
+        """Train every adapter in `active` on its next batch, then step those whose turn it is.
+
+        The batches go through the model in groups of similar length (`length_groups`):
+        one padded tensor for all would pad every locale to the longest one's length.
+        Adapters share no parameter, so the groups' backward passes add up to the same
+        gradients as one pass.
+        """
         config = self.config
-        input_ids: list[np.ndarray] = []
-        targets: list[np.ndarray] = []
-        segments: list[tuple[str, int]] = []
-        for adapter in active:
-            indices = adapter.batches[adapter.position]
-            input_ids.extend(adapter.train.input_ids[i] for i in indices)
-            targets.extend(adapter.train.labels[i] for i in indices)
-            segments.append((adapter.name, len(indices)))
-        batch = collate(input_ids, targets, self.pad_id).to(self.device)
-        self.router.set_segments(segments)
         self.model.train()
-        with mixed_precision(config.precision, self.device):
-            logits = self.model(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask
-            ).logits
-        total = torch.zeros((), device=self.device)
-        start = 0
-        for adapter, (_, count) in zip(active, segments, strict=True):
-            rows = slice(start, start + count)
-            start += count
-            # The mean over this adapter's own tokens: the loss it gets when trained alone.
-            loss = F.cross_entropy(
-                logits[rows].flatten(0, 1).float(),
-                batch.labels[rows].flatten(),
-                ignore_index=IGNORE,
-            )
-            adapter.loss_sum += loss.detach()
-            total = total + loss / config.gradient_accumulation
-        total.backward()
+        for group in length_groups(active, self.longest):
+            self._forward_backward(group)
         for adapter in active:
             adapter.position += 1
             finished = adapter.position
@@ -314,6 +296,43 @@ class _Together:
             adapter.optimizer.step()
             adapter.scheduler.step()
             adapter.optimizer.zero_grad(set_to_none=True)
+
+    @staticmethod
+    def longest(adapter: _Adapter) -> int:
+        """The subword length of the longest utterance in the adapter's next batch."""
+        lengths = adapter.train.lengths[adapter.batches[adapter.position]]
+        return int(lengths.max())
+
+    def _forward_backward(self, group: Sequence[_Adapter]) -> None:
+        config = self.config
+        input_ids: list[np.ndarray] = []
+        targets: list[np.ndarray] = []
+        segments: list[tuple[str, int]] = []
+        for adapter in group:
+            indices = adapter.batches[adapter.position]
+            input_ids.extend(adapter.train.input_ids[i] for i in indices)
+            targets.extend(adapter.train.labels[i] for i in indices)
+            segments.append((adapter.name, len(indices)))
+        batch = collate(input_ids, targets, self.pad_id).to(self.device)
+        self.router.set_segments(segments)
+        with mixed_precision(config.precision, self.device):
+            logits = self.model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask
+            ).logits
+        total = torch.zeros((), device=self.device)
+        start = 0
+        for adapter, (_, count) in zip(group, segments, strict=True):
+            rows = slice(start, start + count)
+            start += count
+            # The mean over this adapter's own tokens: the loss it gets when trained alone.
+            loss = F.cross_entropy(
+                logits[rows].flatten(0, 1).float(),
+                batch.labels[rows].flatten(),
+                ignore_index=IGNORE,
+            )
+            adapter.loss_sum += loss.detach()
+            total = total + loss / config.gradient_accumulation
+        total.backward()
 
     def end_epoch(self, adapter: _Adapter) -> bool:
         """Score the adapter's epoch on its dev set; whether it has finished training."""
@@ -354,6 +373,25 @@ class _Together:
         _copy(adapter.best_weights, into=adapter.parameters)
         adapter.optimizer.zero_grad(set_to_none=True)
         return True
+
+
+def length_groups(
+    items: Sequence[T], length: Callable[[T], int], slack: float = 1.25
+) -> list[list[T]]:
+    """Split `items` into groups whose `length` differs by at most the factor `slack`.
+
+    Sorted by length, a group starts at its shortest member and takes the next ones while
+    they are at most `slack` times as long: padding then wastes at most a fifth of a
+    group's tokens at the default slack.
+    """
+    groups: list[list[T]] = []
+    shortest = 0
+    for item in sorted(items, key=length):
+        if not groups or length(item) > slack * shortest:
+            groups.append([])
+            shortest = length(item)
+        groups[-1].append(item)
+    return groups
 
 
 @torch.no_grad()
