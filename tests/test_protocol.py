@@ -8,6 +8,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import xlcl.protocol
 from massive_fixture import write_massive_dir
@@ -242,3 +243,35 @@ def test_out_of_memory_retries_with_half_the_batch_and_twice_the_accumulation(
         pd.read_parquet(reference / "scores.parquet")[columns],
         check_exact=True,
     )
+
+
+def test_a_compiled_model_trains_and_saves_under_the_eager_models_names(
+    tiny_model, massive_dir, tmp_path
+):
+    # torch.compile in place (train.compile): the same run directory, adapter and
+    # checkpoint names as eager; its dropout masks come from another generator, so the
+    # trained numbers differ a little.
+    runs = {}
+    for compiled in (False, True):
+        train = {"epochs": 2, "patience": 2, "batch_size": 4, "learning_rate": 1e-3}
+        config = make_config(
+            tiny_model,
+            massive_dir,
+            tmp_path,
+            "shared-lora",
+            4,
+            order=["en-US", "de-DE"],
+            train={**train, "compile": compiled},
+        )
+        runs[compiled] = run(config)
+    eager, compiled_run = runs[False], runs[True]
+    assert (compiled_run / DONE).is_file()
+    adapter = "adapters/shared/adapter_model.safetensors"
+    assert load_file(compiled_run / adapter).keys() == load_file(eager / adapter).keys()
+    weights = "checkpoints/step-0002/model.safetensors"
+    assert load_file(compiled_run / weights).keys() == load_file(eager / weights).keys()
+    scores = {name: pd.read_parquet(path / "scores.parquet") for name, path in runs.items()}
+    row0 = [frame.loc[frame["step"] == 0, "f1"].tolist() for frame in scores.values()]
+    assert row0[0] == row0[1]  # nothing trained yet: the same model
+    losses = [pd.read_parquet(path / "curves.parquet")["train_loss"] for path in runs.values()]
+    assert losses[1].tolist() == pytest.approx(losses[0].tolist(), rel=0.02)
