@@ -36,7 +36,7 @@ from xlcl.classifier import lora_config
 from xlcl.config import LoraSettings, TrainConfig
 from xlcl.encode import IGNORE, EncodedSplit, collate, epoch_batches
 from xlcl.evaluate.scoring import mixed_precision, score_splits
-from xlcl.train import EpochRecord, StepResult, optimizer_for
+from xlcl.train import EpochRecord, StepResult, apply_update, optimizer_for, update_due
 
 T = TypeVar("T")
 FinishedCallback = Callable[[str, StepResult], None]
@@ -286,16 +286,10 @@ class _Together:
             self._forward_backward(group)
         for adapter in active:
             adapter.position += 1
-            finished = adapter.position
-            if finished % config.gradient_accumulation and finished != len(adapter.batches):
-                continue
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                adapter.parameters, config.max_grad_norm, foreach=True
-            )
-            adapter.non_finite |= ~torch.isfinite(grad_norm)
-            adapter.optimizer.step()
-            adapter.scheduler.step()
-            adapter.optimizer.zero_grad(set_to_none=True)
+            if update_due(adapter.position, len(adapter.batches), config.gradient_accumulation):
+                adapter.non_finite |= apply_update(
+                    adapter.parameters, adapter.optimizer, adapter.scheduler, config.max_grad_norm
+                )
 
     @staticmethod
     def longest(adapter: _Adapter) -> int:

@@ -76,6 +76,29 @@ def optimizer_for(
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
+def update_due(micro_batches_done: int, micro_batches: int, accumulation: int) -> bool:
+    """Whether the optimizer steps after this micro-batch: every `accumulation`, and last."""
+    return micro_batches_done % accumulation == 0 or micro_batches_done == micro_batches
+
+
+def apply_update(
+    parameters: Sequence[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    max_grad_norm: float,
+) -> torch.Tensor:
+    """Clip the gradients, step the optimizer and the schedule, clear the gradients.
+
+    Returns whether the gradient norm was non-finite, as a tensor on the device: reading
+    it would synchronise with the device, so callers check it once an epoch.
+    """
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm, foreach=True)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return ~torch.isfinite(grad_norm)
+
+
 @dataclass
 class TrainState:
     """Where a training step stands after some batches: enough to continue it exactly.
@@ -190,15 +213,9 @@ def train_step(
             (output.loss / config.gradient_accumulation).backward()
             loss_sum += output.loss.detach()
             finished = index + 1
-            if finished % config.gradient_accumulation and finished != len(batches):
+            if not update_due(finished, len(batches), config.gradient_accumulation):
                 continue
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                parameters, config.max_grad_norm, foreach=True
-            )
-            non_finite |= ~torch.isfinite(grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            non_finite |= apply_update(parameters, optimizer, scheduler, config.max_grad_norm)
             update = -(-finished // config.gradient_accumulation)
             if save_every and on_save and update % save_every == 0 and finished < len(batches):
                 _stop_if(non_finite, state.epoch)
