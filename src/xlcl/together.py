@@ -353,15 +353,13 @@ class _Together:
             learning_rate=float(adapter.scheduler.get_last_lr()[0]),
             seconds=time.perf_counter() - adapter.started,
         )
-        result = adapter.result
-        result.epochs.append(record)
-        if dev_f1 > result.best_dev_f1:
-            result.best_dev_f1, result.best_epoch, adapter.stale = dev_f1, adapter.epoch, 0
+        if adapter.result.add_epoch(record):
+            adapter.stale = 0
             _copy(adapter.parameters, into=adapter.best_weights)
         else:
             adapter.stale += 1
         if self.on_epoch is not None:
-            self.on_epoch(adapter.name, record, result.best_dev_f1)
+            self.on_epoch(adapter.name, record, adapter.result.best_dev_f1)
         if adapter.stale < config.patience and adapter.epoch < config.epochs:
             return False
         _copy(adapter.best_weights, into=adapter.parameters)

@@ -41,6 +41,14 @@ class StepResult:
     best_epoch: int = 0
     epochs: list[EpochRecord] = field(default_factory=list)
 
+    def add_epoch(self, record: EpochRecord) -> bool:
+        """Record an epoch; whether its dev F1 is the best yet (its weights are kept)."""
+        self.epochs.append(record)
+        if record.dev_f1 > self.best_dev_f1:
+            self.best_dev_f1, self.best_epoch = record.dev_f1, record.epoch
+            return True
+        return False
+
 
 EpochCallback = Callable[[EpochRecord, float], None]
 
@@ -234,9 +242,8 @@ def train_step(
             learning_rate=float(scheduler.get_last_lr()[0]),
             seconds=time.perf_counter() - started,
         )
-        result.epochs.append(record)
-        if dev_f1 > result.best_dev_f1:
-            result.best_dev_f1, result.best_epoch, state.stale = dev_f1, state.epoch, 0
+        if result.add_epoch(record):
+            state.stale = 0
             _copy_weights(model, state.best_weights)
         else:
             state.stale += 1
