@@ -66,6 +66,8 @@ def test_adapters_together_is_only_for_nonshared_lora(tmp_path):
     assert load_config(nonshared, together).train.adapters_together
     with pytest.raises(ConfigError, match=r"checkpoint\.every_updates is not supported"):
         load_config(nonshared, [*together, "checkpoint.every_updates=10"])
+    with pytest.raises(ConfigError, match=r"train\.compile is not supported"):
+        load_config(nonshared, [*together, "train.compile=true"])
 
 
 def test_run_id_is_a_hash_of_the_resolved_config_not_of_the_output_dir(tmp_path):

@@ -148,6 +148,8 @@ class RunConfig(_Section):
                     "checkpoint.every_updates is not supported with train.adapters_together "
                     "(adapters trained together are checkpointed as each one finishes)"
                 )
+            if self.train.compile:
+                raise ValueError("train.compile is not supported with train.adapters_together")
         return self
 
     @property
