@@ -4,6 +4,9 @@ Command (CPU; MASSIVE from $XLCL_MASSIVE)::
 
     .venv/bin/python bench/bench_scaling.py [--locales 1 2 4 8 16] [--utterances 100 200 400 800]
 
+On a GPU (`train.device: auto` picks it), the 52 NON-SHARED adapters together against one
+by one: ``bench/bench_scaling.py --model PATH_TO_XLMR_BASE --locales 13 26 52``.
+
 Real runs through `xlcl.protocol.run` with the offline multilingual-e5-small
 (``e5-small-offline``, vocabulary trimmed), one epoch a step, batch 16, on the first T
 locales of the paper's order 1, with n training, n/4 dev and n/2 test utterances each:
@@ -28,6 +31,7 @@ import platform
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -59,13 +63,18 @@ class Timing:
 
 
 def timed_run(
-    output: Path, method: str, locales: int, utterances: int, together: bool = False
+    output: Path,
+    method: str,
+    locales: int,
+    utterances: int,
+    together: bool = False,
+    model: str = MODEL,
 ) -> Timing:
     """Run `method` on the first `locales` locales of order 1 and time it."""
     lora = method != "vanilla"
     config = validate_config(
         {
-            "model": MODEL,
+            "model": model,
             "method": method,
             "rank": 16 if lora else None,
             "order": list(ORDERS[1][:locales]),
@@ -143,19 +152,20 @@ def main() -> None:
     parser.add_argument("--locales", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--utterances", type=int, nargs="+", default=[100, 200, 400, 800])
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--model", default=MODEL, help="model name or path (%(default)s)")
     args = parser.parse_args()
     if not os.environ.get("XLCL_MASSIVE"):
         raise SystemExit("set XLCL_MASSIVE to the MASSIVE archive")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         out = Path(work)
-        timed_run(out / "warm-up", "vanilla", 1, 16)  # imports, the model's first load
-        vanilla_t = [timed_run(out / f"v-t{t}", "vanilla", t, 100) for t in args.locales]
-        vanilla_n = [timed_run(out / f"v-n{n}", "vanilla", 2, n) for n in args.utterances]
-        nonshared = [timed_run(out / f"ns-t{t}", "nonshared-lora", t, 100) for t in args.locales]
+        timed = partial(timed_run, model=args.model)
+        timed(out / "warm-up", "vanilla", 1, 16)  # imports, the model's first load
+        vanilla_t = [timed(out / f"v-t{t}", "vanilla", t, 100) for t in args.locales]
+        vanilla_n = [timed(out / f"v-n{n}", "vanilla", 2, n) for n in args.utterances]
+        nonshared = [timed(out / f"ns-t{t}", "nonshared-lora", t, 100) for t in args.locales]
         together = [
-            timed_run(out / f"nt-t{t}", "nonshared-lora", t, 100, together=True)
-            for t in args.locales
+            timed(out / f"nt-t{t}", "nonshared-lora", t, 100, together=True) for t in args.locales
         ]
     lines = [
         "# Scaling with the number of locales and utterances (CPU)",
@@ -163,7 +173,7 @@ def main() -> None:
         "Command: `XLCL_MASSIVE=../shared/data/amazon-massive-dataset-1.1.tar.gz "
         ".venv/bin/python bench/bench_scaling.py`",
         "",
-        f"e5-small-offline (vocabulary trimmed), 1 epoch a step, batch 16, dev n/4 and test "
+        f"{args.model} (vocabulary trimmed), 1 epoch a step, batch 16, dev n/4 and test "
         f"n/2 utterances per locale; torch {torch.__version__}, {torch.get_num_threads()} "
         f"threads, {os.cpu_count()} CPUs ({platform.machine()}); "
         f"{time.perf_counter() - started:.0f} s in all.",
