@@ -15,7 +15,7 @@ SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "amazon-massive-dataset-1.1.t
 
 def massive_archive_path() -> Path | None:
     """$XLCL_MASSIVE, else the shared archive beside the repository, if it exists."""
-    candidate = Path(os.environ.get("XLCL_MASSIVE", SHARED_ARCHIVE))
+    candidate = Path(os.environ.get("XLCL_MASSIVE") or SHARED_ARCHIVE)  # empty = unset
     return candidate if candidate.exists() else None
 
 
