@@ -24,14 +24,18 @@ def massive_dir(tmp_path_factory):
     return write_massive_dir(tmp_path_factory.mktemp("massive"))
 
 
-def make_config(tiny_model, massive_dir, tmp_path, method, rank=None, **extra):
+TRAIN = {"epochs": 2, "patience": 1, "batch_size": 4, "learning_rate": 1e-3}
+
+
+def make_config(tiny_model, massive_dir, tmp_path, method, rank=None, train=None, **extra):
+    """A config of the fixture; `train` overrides fields of TRAIN."""
     raw = {
         "model": str(tiny_model),
         "method": method,
         "rank": rank,
         "order": extra.pop("order", ORDER),
         "data": {"source": str(massive_dir)},
-        "train": {"epochs": 2, "patience": 1, "batch_size": 4, "learning_rate": 1e-3},
+        "train": {**TRAIN, **(train or {})},
         "output_dir": str(tmp_path / "runs"),
         **extra,
     }
@@ -66,14 +70,8 @@ def test_sequential_methods_fill_every_cell(tiny_model, massive_dir, tmp_path, m
 def test_independent_methods_score_only_their_own_locale(
     tiny_model, massive_dir, tmp_path, method, rank, together
 ):
-    train = {"epochs": 2, "patience": 1, "batch_size": 4, "learning_rate": 1e-3}
     config = make_config(
-        tiny_model,
-        massive_dir,
-        tmp_path,
-        method,
-        rank,
-        train={**train, "adapters_together": together},
+        tiny_model, massive_dir, tmp_path, method, rank, train={"adapters_together": together}
     )
     directory = run(config)
     table = matrix(directory)
@@ -91,14 +89,13 @@ def test_independent_methods_score_only_their_own_locale(
 def test_independent_methods_can_score_every_model_everywhere(
     tiny_model, massive_dir, tmp_path, together
 ):
-    train = {"epochs": 2, "patience": 1, "batch_size": 4, "learning_rate": 1e-3}
     config = make_config(
         tiny_model,
         massive_dir,
         tmp_path,
         "nonshared-lora",
         4,
-        train={**train, "adapters_together": together},
+        train={"adapters_together": together},
         evaluate={"all_models": True},
     )
     assert not matrix(run(config)).isna().any().any()
@@ -107,14 +104,8 @@ def test_independent_methods_can_score_every_model_everywhere(
 def test_adapters_trained_together_resume_after_the_last_recorded_step(
     tiny_model, massive_dir, tmp_path, monkeypatch
 ):
-    train = {"epochs": 2, "patience": 1, "batch_size": 4, "learning_rate": 1e-3}
     config = make_config(
-        tiny_model,
-        massive_dir,
-        tmp_path,
-        "nonshared-lora",
-        4,
-        train={**train, "adapters_together": True},
+        tiny_model, massive_dir, tmp_path, "nonshared-lora", 4, train={"adapters_together": True}
     )
     saved = []
     real_save = xlcl.protocol.save_adapter
@@ -253,7 +244,6 @@ def test_a_compiled_model_trains_and_saves_under_the_eager_models_names(
     # trained numbers differ a little.
     runs = {}
     for compiled in (False, True):
-        train = {"epochs": 2, "patience": 2, "batch_size": 4, "learning_rate": 1e-3}
         config = make_config(
             tiny_model,
             massive_dir,
@@ -261,7 +251,7 @@ def test_a_compiled_model_trains_and_saves_under_the_eager_models_names(
             "shared-lora",
             4,
             order=["en-US", "de-DE"],
-            train={**train, "compile": compiled},
+            train={"patience": 2, "compile": compiled},
         )
         runs[compiled] = run(config)
     eager, compiled_run = runs[False], runs[True]
