@@ -19,17 +19,6 @@ from xlcl.sweep.backends.slurm import SlurmBackend, SlurmRun  # noqa: E402
 pytestmark = pytest.mark.integration
 
 
-def test_submitit_local_executor_runs_the_array_fails_kills_and_resumes(run_scenario):
-    scenario = run_scenario(
-        lambda results: SlurmBackend(results, cluster="local", gpus_per_run=0, timeout_min=10),
-        "submitit-local",
-    )
-    scenario.check_first_round()
-    scenario.check_second_round()
-    state = (scenario.sweep.results / scenario.killed / "sweep-state.json").read_text()
-    assert '"backend": "slurm"' in state
-
-
 def test_a_preempted_task_requeues_the_same_run():
     task = SlurmRun()
     resubmission = task.checkpoint("job")
@@ -50,13 +39,25 @@ def _slurm_answers() -> bool:
     return True
 
 
-@pytest.mark.skipif(
-    not _slurm_answers(), reason="no Slurm cluster with accounting answers (sinfo, sacct)"
+@pytest.mark.parametrize(
+    "cluster",
+    [
+        "local",  # submitit's LocalExecutor: the same array, processes on this machine
+        pytest.param(
+            "slurm",
+            marks=pytest.mark.skipif(
+                not _slurm_answers(),
+                reason="no Slurm cluster with accounting answers (sinfo, sacct)",
+            ),
+        ),
+    ],
 )
-def test_a_real_slurm_cluster_runs_the_array_fails_kills_and_resumes(run_scenario):
+def test_submitit_runs_the_array_fails_kills_and_resumes(run_scenario, cluster):
     scenario = run_scenario(
-        lambda results: SlurmBackend(results, cluster="slurm", gpus_per_run=0, timeout_min=10),
-        "slurm",
+        lambda results: SlurmBackend(results, cluster=cluster, gpus_per_run=0, timeout_min=10),
+        f"submitit-{cluster}",
     )
     scenario.check_first_round()
     scenario.check_second_round()
+    state = (scenario.sweep.results / scenario.killed / "sweep-state.json").read_text()
+    assert '"backend": "slurm"' in state
