@@ -58,6 +58,14 @@ def test_invalid_values_name_the_field(tmp_path):
         load_config(write(tmp_path, "model: m\nmethod: vanilla\n"), ["train.epochs"])
 
 
+def test_an_empty_config_file_takes_every_field_from_overrides(tmp_path):
+    # As before the YAML reader was shared with sweep files: empty is an empty mapping.
+    config = load_config(write(tmp_path, ""), ["model=m", "method=vanilla"])
+    assert (config.model, config.method) == ("m", "vanilla")
+    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
+        load_config(write(tmp_path, "- a list\n"))
+
+
 def test_adapters_together_is_only_for_nonshared_lora(tmp_path):
     together = ["train.adapters_together=true"]
     with pytest.raises(ConfigError, match="needs method nonshared-lora, not shared-lora"):

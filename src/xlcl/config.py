@@ -176,16 +176,16 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """A YAML file whose top level is a mapping, or a `ConfigError` saying what is wrong."""
+    """A YAML file's top-level mapping (empty for an empty file), or a `ConfigError`."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(loaded, dict):
+    if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return loaded
+    return loaded or {}
 
 
 def with_overrides(
