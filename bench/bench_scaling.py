@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -153,6 +154,16 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, nargs="+", default=[100, 200, 400, 800])
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--model", default=MODEL, help="model name or path (%(default)s)")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["vanilla", "nonshared"],
+        default=["vanilla", "nonshared"],
+        help="which runs to time (%(default)s)",
+    )
+    parser.add_argument(
+        "--nonshared-utterances", type=int, default=100, help="n of the NON-SHARED runs"
+    )
     args = parser.parse_args()
     if not os.environ.get("XLCL_MASSIVE"):
         raise SystemExit("set XLCL_MASSIVE to the MASSIVE archive")
@@ -161,35 +172,46 @@ def main() -> None:
         out = Path(work)
         timed = partial(timed_run, model=args.model)
         timed(out / "warm-up", "vanilla", 1, 16)  # imports, the model's first load
-        vanilla_t = [timed(out / f"v-t{t}", "vanilla", t, 100) for t in args.locales]
-        vanilla_n = [timed(out / f"v-n{n}", "vanilla", 2, n) for n in args.utterances]
-        nonshared = [timed(out / f"ns-t{t}", "nonshared-lora", t, 100) for t in args.locales]
-        together = [
-            timed(out / f"nt-t{t}", "nonshared-lora", t, 100, together=True) for t in args.locales
-        ]
+        sections: list[str] = []
+        if "vanilla" in args.parts:
+            vanilla_t = [timed(out / f"v-t{t}", "vanilla", t, 100) for t in args.locales]
+            vanilla_n = [timed(out / f"v-n{n}", "vanilla", 2, n) for n in args.utterances]
+            sections += table("VANILLA, T locales (n = 100)", "locales", vanilla_t)
+            sections += table("VANILLA, n utterances per locale (T = 2)", "utterances", vanilla_n)
+        if "nonshared" in args.parts:
+            n = args.nonshared_utterances
+            one_by_one = [timed(out / f"ns-t{t}", "nonshared-lora", t, n) for t in args.locales]
+            together = [
+                timed(out / f"nt-t{t}", "nonshared-lora", t, n, together=True) for t in args.locales
+            ]
+            sections += [
+                *table(
+                    f"NON-SHARED LoRA r16, one by one, T locales (n = {n})", "locales", one_by_one
+                ),
+                *table(f"NON-SHARED LoRA r16, together, T locales (n = {n})", "locales", together),
+                "### NON-SHARED LoRA: together against one by one (total seconds)",
+                "",
+                "| locales | one by one | together | speed-up |",
+                "|---:|---:|---:|---:|",
+                *[
+                    f"| {a.locales} | {a.total_s:.1f} | {b.total_s:.1f} "
+                    f"| {a.total_s / b.total_s:.2f}x |"
+                    for a, b in zip(one_by_one, together, strict=True)
+                ],
+            ]
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     lines = [
-        "# Scaling with the number of locales and utterances (CPU)",
+        f"# Scaling with the number of locales and utterances ({device})",
         "",
         "Command: `XLCL_MASSIVE=../shared/data/amazon-massive-dataset-1.1.tar.gz "
-        ".venv/bin/python bench/bench_scaling.py`",
+        f".venv/bin/python bench/bench_scaling.py {' '.join(sys.argv[1:])}`",
         "",
         f"{args.model} (vocabulary trimmed), 1 epoch a step, batch 16, dev n/4 and test "
         f"n/2 utterances per locale; torch {torch.__version__}, {torch.get_num_threads()} "
         f"threads, {os.cpu_count()} CPUs ({platform.machine()}); "
         f"{time.perf_counter() - started:.0f} s in all.",
         "",
-        *table("VANILLA, T locales (n = 100)", "locales", vanilla_t),
-        *table("VANILLA, n utterances per locale (T = 2)", "utterances", vanilla_n),
-        *table("NON-SHARED LoRA r16, one by one, T locales (n = 100)", "locales", nonshared),
-        *table("NON-SHARED LoRA r16, together, T locales (n = 100)", "locales", together),
-        "### NON-SHARED LoRA: together against one by one (total seconds)",
-        "",
-        "| locales | one by one | together | speed-up |",
-        "|---:|---:|---:|---:|",
-        *[
-            f"| {a.locales} | {a.total_s:.1f} | {b.total_s:.1f} | {a.total_s / b.total_s:.2f}x |"
-            for a, b in zip(nonshared, together, strict=True)
-        ],
+        *sections,
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -13,7 +13,10 @@ XLM-R tokenizer files in ``gpu/``)::
    first locales of order 1 with full data, through `xlcl.protocol.run`. Its per-epoch and
    per-evaluation times give the cost of the full 52-step run (10 epochs a step, the 52 x 52
    matrix), which is extrapolated and reported as such.
-Results go to ``OUT/gpu.json`` and ``OUT/gpu.md``.
+``--cuda-graphs`` trains with ``train.cuda_graphs`` (one CUDA graph per padded batch width)
+and first checks that graphed training matches eager training on the GPU: the same 64
+updates (at most) from the same weights, dropout off, compared by loss and weights.
+Results go to ``OUT/gpu.json``.
 """
 
 from __future__ import annotations
@@ -61,15 +64,8 @@ def flops_per_token(config: PretrainedConfig, length: float) -> float:
     return 6 * matmul + 3 * attention
 
 
-def throughput(
-    directory: Path,
-    config: PretrainedConfig,
-    lengths: np.ndarray,
-    samples: int,
-    device: torch.device,
-    compile_model: bool,
-) -> dict[str, float]:
-    """Samples/s and MFU of `train_step` on synthetic utterances of real MASSIVE lengths."""
+def synthetic_splits(lengths: np.ndarray, samples: int) -> tuple[EncodedSplit, EncodedSplit]:
+    """`samples` random utterances of real MASSIVE lengths, and 64 of them as a dev set."""
     rng = np.random.default_rng(0)
     chosen = rng.choice(lengths, size=samples)
     ids = [rng.integers(5, 1000, size=n) for n in chosen]
@@ -77,15 +73,36 @@ def throughput(
     firsts = [np.zeros(1, dtype=np.int64)] * samples  # scoring reads word 0 at token 0
     split = EncodedSplit("xx-XX", ids, labels, [lab[:1] for lab in labels], firsts)
     dev = EncodedSplit("xx-XX", ids[:64], labels[:64], split.gold[:64], firsts[:64])
+    return split, dev
+
+
+LABEL_NAMES = ["O", *(f"L{i}" for i in range(1, LABELS))]
+
+
+def throughput(
+    directory: Path,
+    config: PretrainedConfig,
+    lengths: np.ndarray,
+    samples: int,
+    device: torch.device,
+    compile_model: bool,
+    cuda_graphs: bool,
+) -> dict[str, float]:
+    """Samples/s and MFU of `train_step` on synthetic utterances of real MASSIVE lengths."""
+    split, dev = synthetic_splits(lengths, samples)
     model = AutoModelForTokenClassification.from_pretrained(directory, num_labels=LABELS)
     model.to(device)
     if compile_model:
         model.compile(dynamic=True)
     train = TrainConfig(
-        epochs=1, patience=1, learning_rate=1e-5, batch_size=32, compile=compile_model
+        epochs=1,
+        patience=1,
+        learning_rate=1e-5,
+        batch_size=32,
+        compile=compile_model,
+        cuda_graphs=cuda_graphs,
     )
-    names = [f"L{i}" for i in range(LABELS)]
-    names[0] = "O"
+    names = LABEL_NAMES
     common = dict(pad_id=1, device=device, eval_batch_size=256)
     train_step(model, [split], [dev], names, train, seed=0, **common)  # warm-up
     synchronize(device)
@@ -95,13 +112,49 @@ def throughput(
         train_step(model, [split], [dev], names, train, seed=seed + 1, **common)
     synchronize(device)
     seconds = (time.perf_counter() - started) / repeats
-    tokens = float(chosen.sum())
-    achieved = flops_per_token(config, float(chosen.mean())) * tokens / seconds
+    tokens = float(split.lengths.sum())
+    achieved = flops_per_token(config, float(split.lengths.mean())) * tokens / seconds
     return {
         "samples_per_s": samples / seconds,
         "tokens_per_s": tokens / seconds,
         "mfu": achieved / (PEAK_BF16_TFLOPS * 1e12),
         "peak_memory_gib": peak_memory_gib(device),
+    }
+
+
+def graphs_against_eager(
+    directory: Path, lengths: np.ndarray, samples: int, device: torch.device
+) -> dict[str, float]:
+    """Train the same weights on `samples` eagerly and from CUDA graphs (dropout off)."""
+    split, dev = synthetic_splits(lengths, samples)
+    trained = {}
+    for graphs in (False, True):
+        model = AutoModelForTokenClassification.from_pretrained(
+            directory, num_labels=LABELS, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+        ).to(device)
+        train = TrainConfig(
+            epochs=1, patience=1, learning_rate=5e-5, batch_size=32, cuda_graphs=graphs
+        )
+        result = train_step(
+            model,
+            [split],
+            [dev],
+            LABEL_NAMES,
+            train,
+            pad_id=1,
+            device=device,
+            eval_batch_size=256,
+            seed=0,
+        )
+        weights = {n: p.detach().float() for n, p in model.named_parameters()}
+        trained[graphs] = (result.epochs[0].train_loss, weights)
+    (eager_loss, eager), (graphed_loss, graphed) = trained[False], trained[True]
+    moved = max(float((graphed[n] - eager[n]).abs().max()) for n in eager)
+    return {
+        "eager_loss": eager_loss,
+        "graphed_loss": graphed_loss,
+        "loss_relative_difference": abs(graphed_loss - eager_loss) / eager_loss,
+        "max_weight_difference": moved,
     }
 
 
@@ -128,6 +181,7 @@ def vanilla_cost(
     max_train: int | None,
     device: str,
     compile_model: bool,
+    cuda_graphs: bool,
 ) -> dict[str, float]:
     """Time a VANILLA run over the first `locales` of order 1; extrapolate to 52 steps."""
     order = list(ORDERS[1][:locales])
@@ -136,7 +190,12 @@ def vanilla_cost(
             "model": str(directory),
             "method": "vanilla",
             "order": order,
-            "data": {"source": str(archive), "max_train": max_train},
+            "data": {  # all three None (full splits) but in dry runs on a CPU
+                "source": str(archive),
+                "max_train": max_train,
+                "max_dev": max_train,
+                "max_test": max_train,
+            },
             "train": {
                 "epochs": 2,
                 "patience": 2,
@@ -144,6 +203,7 @@ def vanilla_cost(
                 "learning_rate": 5e-5,
                 "device": device,
                 "compile": compile_model,
+                "cuda_graphs": cuda_graphs,
             },
             "evaluate": {"batch_size": 512},
             "output_dir": str(out / "runs"),
@@ -179,6 +239,7 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=None, help="for dry runs on a CPU")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--compile", action="store_true", help="train with torch.compile")
+    parser.add_argument("--cuda-graphs", action="store_true", help="train.cuda_graphs")
     parser.add_argument("--models", nargs="+", default=["e5-small", "xlm-r-base"])
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -195,14 +256,20 @@ def main() -> None:
         "torch": torch.__version__,
         "mean_subwords": float(lengths.mean()),
         "compile": args.compile,
+        "cuda_graphs": args.cuda_graphs,
     }
     presets = {"e5-small": E5_SMALL, "xlm-r-base": XLMR_BASE}
     for name in args.models:
         config = copy.deepcopy(presets[name])
         config.num_labels = LABELS
         directory = model_dir(work, name, config, args.tokenizer)
+        if args.cuda_graphs:
+            results[f"graphs_against_eager/{name}"] = graphs_against_eager(
+                directory, lengths, min(args.samples, 64 * 32), device
+            )
+            print(name, results[f"graphs_against_eager/{name}"], flush=True)
         results[f"throughput/{name}"] = throughput(
-            directory, config, lengths, args.samples, device, args.compile
+            directory, config, lengths, args.samples, device, args.compile, args.cuda_graphs
         )
         print(name, results[f"throughput/{name}"], flush=True)
         (args.out / "gpu.json").write_text(json.dumps(results, indent=2))
@@ -214,6 +281,7 @@ def main() -> None:
         args.max_train,
         args.device,
         args.compile,
+        args.cuda_graphs,
     )
     print(results["vanilla/xlm-r-base"], flush=True)
     (args.out / "gpu.json").write_text(json.dumps(results, indent=2))

@@ -65,6 +65,10 @@ class TrainConfig(_Section):
     compile: bool = Field(
         False, description="torch.compile the model (less per-update overhead on a GPU)"
     )
+    cuda_graphs: bool = Field(
+        False,
+        description="replay each full batch's update from a CUDA graph per padded width",
+    )
     deterministic: bool = Field(False, description="torch deterministic algorithms only")
     adapters_together: bool = Field(
         False,
@@ -150,6 +154,16 @@ class RunConfig(_Section):
                 )
             if self.train.compile:
                 raise ValueError("train.compile is not supported with train.adapters_together")
+        if self.train.cuda_graphs:
+            conflicts = {
+                "train.compile": self.train.compile,
+                "train.adapters_together": self.train.adapters_together,
+                "train.gradient_accumulation > 1": self.train.gradient_accumulation > 1,
+                "checkpoint.every_updates": self.checkpoint.every_updates is not None,
+            }
+            for name, conflict in conflicts.items():
+                if conflict:
+                    raise ValueError(f"train.cuda_graphs is not supported with {name}")
         return self
 
     @property

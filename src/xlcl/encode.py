@@ -95,17 +95,33 @@ class Batch:
     labels: torch.Tensor
 
     def to(self, device: torch.device) -> Batch:
-        """The same batch on `device`."""
-        return Batch(
-            self.input_ids.to(device, non_blocking=True),
-            self.attention_mask.to(device, non_blocking=True),
-            self.labels.to(device, non_blocking=True),
-        )
+        """The same batch on `device`.
+
+        To a GPU it goes through pinned memory: a copy from pageable memory would wait for
+        the device to finish its queued work (a host-device sync per batch).
+        """
+        pin = device.type == "cuda"
+        return Batch(*(_to(tensor, device, pin) for tensor in self.tensors))
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Input ids, attention mask and labels."""
+        return self.input_ids, self.attention_mask, self.labels
 
 
-def collate(input_ids: Sequence[np.ndarray], labels: Sequence[np.ndarray], pad_id: int) -> Batch:
-    """Pad to the longest utterance of the batch (dynamic padding)."""
-    width = max(len(ids) for ids in input_ids)
+def _to(tensor: torch.Tensor, device: torch.device, pin: bool) -> torch.Tensor:
+    return (tensor.pin_memory() if pin else tensor).to(device, non_blocking=True)
+
+
+def collate(
+    input_ids: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    pad_id: int,
+    pad_to_multiple: int = 1,
+) -> Batch:
+    """Pad to the longest utterance of the batch (dynamic padding), rounded up to a multiple."""
+    longest = max(len(ids) for ids in input_ids)
+    width = -(-longest // pad_to_multiple) * pad_to_multiple
     ids = np.full((len(input_ids), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(input_ids), width), dtype=np.int64)
     targets = np.full((len(input_ids), width), IGNORE, dtype=np.int64)
@@ -148,7 +164,9 @@ def epoch_batches(
     return bucketed_batches(lengths, batch_size, rng)
 
 
-def collate_batch(splits: Sequence[EncodedSplit], indices: np.ndarray, pad_id: int) -> Batch:
+def collate_batch(
+    splits: Sequence[EncodedSplit], indices: np.ndarray, pad_id: int, pad_to_multiple: int = 1
+) -> Batch:
     """The padded batch of utterances `indices` of the concatenated `splits`."""
     offsets = np.cumsum([0, *(len(split) for split in splits)])
     position = np.searchsorted(offsets, indices, side="right") - 1
@@ -156,7 +174,7 @@ def collate_batch(splits: Sequence[EncodedSplit], indices: np.ndarray, pad_id: i
     for split_index, utterance in zip(position, indices - offsets[position], strict=True):
         input_ids.append(splits[split_index].input_ids[utterance])
         labels.append(splits[split_index].labels[utterance])
-    return collate(input_ids, labels, pad_id)
+    return collate(input_ids, labels, pad_id, pad_to_multiple)
 
 
 def iterate_batches(

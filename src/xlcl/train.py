@@ -20,6 +20,7 @@ from xlcl.classifier import trainable_parameters
 from xlcl.config import TrainConfig
 from xlcl.encode import EncodedSplit, collate_batch, epoch_batches
 from xlcl.evaluate.scoring import mixed_precision, score_splits
+from xlcl.graphs import WIDTH_STEP, GraphedUpdates
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ def optimizer_for(
     named_parameters: Sequence[tuple[str, torch.nn.Parameter]],
     config: TrainConfig,
     total_steps: int,
+    capturable: bool = False,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW over `named_parameters` (a model's trainable ones), and a linear schedule.
 
@@ -64,6 +66,9 @@ def optimizer_for(
 
     The classification head trains at ``head_learning_rate`` when it is set: a fresh head
     on a pretrained encoder needs a far higher rate than the encoder.
+
+    `capturable` (for CUDA graphs) keeps the learning rates in tensors on the parameters'
+    device, which the schedule fills in place, and AdamW's step counts there too.
     """
     head_rate = config.head_learning_rate or config.learning_rate
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
@@ -75,10 +80,16 @@ def optimizer_for(
     parameters = [p for group in groups.values() for p in group]
     # The fused kernel exists for the CPU and CUDA; elsewhere (mps) torch picks its default.
     fusable = all(p.device.type in ("cpu", "cuda") for p in parameters)
+    device = parameters[0].device if parameters else torch.device("cpu")
+
+    def rate(value: float) -> float | torch.Tensor:
+        return torch.tensor(value, device=device) if capturable else value
+
     optimizer = torch.optim.AdamW(
-        [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
-        lr=config.learning_rate,
+        [{"params": ps, "lr": rate(lr), "weight_decay": wd} for (lr, wd), ps in groups.items()],
+        lr=rate(config.learning_rate),
         fused=fusable or None,
+        capturable=capturable,
     )
     warmup = int(config.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
@@ -189,8 +200,11 @@ def train_step(
     torch.manual_seed(seed)
     micro_batches = sum(-(-len(split) // config.batch_size) for split in train)
     updates_per_epoch = -(-micro_batches // config.gradient_accumulation)
+    # Graphs need one micro-batch an update; a step retried after running out of memory
+    # (half the batch, twice the accumulation) runs eagerly.
+    graphs = config.cuda_graphs and config.gradient_accumulation == 1
     optimizer, scheduler = optimizer_for(
-        trainable_parameters(model), config, config.epochs * updates_per_epoch
+        trainable_parameters(model), config, config.epochs * updates_per_epoch, graphs
     )
     parameters = [p for _, p in trainable_parameters(model)]
     state = resume or TrainState(best_weights=_snapshot(model))
@@ -203,6 +217,18 @@ def train_step(
         epoch_batches(train, config.batch_size, rng)
     result = state.result
     autocast = mixed_precision(config.precision, device)
+    graphed = (
+        GraphedUpdates(
+            model,
+            parameters,
+            optimizer,
+            config.max_grad_norm,
+            lambda: mixed_precision(config.precision, device, cache=False),
+            device,
+        )
+        if graphs
+        else None
+    )
     while state.epoch <= config.epochs:
         started = time.perf_counter()
         model.train()
@@ -211,19 +237,26 @@ def train_step(
         non_finite = torch.zeros((), dtype=torch.bool, device=device)
         batches = epoch_batches(train, config.batch_size, rng)
         for index in range(state.batches_done, len(batches)):
-            batch = collate_batch(train, batches[index], pad_id).to(device)
-            with autocast:
-                output = model(
-                    input_ids=batch.input_ids,
-                    attention_mask=batch.attention_mask,
-                    labels=batch.labels,
-                )
-            (output.loss / config.gradient_accumulation).backward()
-            loss_sum += output.loss.detach()
             finished = index + 1
-            if not update_due(finished, len(batches), config.gradient_accumulation):
-                continue
-            non_finite |= apply_update(parameters, optimizer, scheduler, config.max_grad_norm)
+            if graphed is not None and len(batches[index]) == config.batch_size:
+                batch = collate_batch(train, batches[index], pad_id, WIDTH_STEP)
+                loss, failed = graphed.update(batch)
+                loss_sum += loss
+                non_finite |= failed
+                scheduler.step()
+            else:
+                batch = collate_batch(train, batches[index], pad_id).to(device)
+                with autocast:
+                    output = model(
+                        input_ids=batch.input_ids,
+                        attention_mask=batch.attention_mask,
+                        labels=batch.labels,
+                    )
+                (output.loss / config.gradient_accumulation).backward()
+                loss_sum += output.loss.detach()
+                if not update_due(finished, len(batches), config.gradient_accumulation):
+                    continue
+                non_finite |= apply_update(parameters, optimizer, scheduler, config.max_grad_norm)
             update = -(-finished // config.gradient_accumulation)
             if save_every and on_save and update % save_every == 0 and finished < len(batches):
                 _stop_if(non_finite, state.epoch)

@@ -13,10 +13,14 @@ from xlcl.evaluate.spans import SpanCounts, count_spans
 OUTSIDE = 0  # label id of "O": slot label lists start with it
 
 
-def mixed_precision(precision: str, device: torch.device) -> torch.autocast:
-    """bf16 autocast on a GPU for ``auto`` and ``bf16``; a disabled context otherwise."""
+def mixed_precision(precision: str, device: torch.device, cache: bool = True) -> torch.autocast:
+    """bf16 autocast on a GPU for ``auto`` and ``bf16``; a disabled context otherwise.
+
+    `cache` keeps a weight's bf16 copy from the forward pass for the backward pass; a CUDA
+    graph capture needs it off.
+    """
     enabled = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=cache)
 
 
 @torch.no_grad()
