@@ -104,7 +104,9 @@ def timed_run(
     epochs = pd.read_parquet(directory / "curves.parquet")["seconds"]
     training = float("nan") if together else float(epochs.sum())
     label = f"{method}{', together' if together else ''}"
-    return Timing(label, locales, utterances, total, training)
+    timing = Timing(label, locales, utterances, total, training)
+    print(timing, flush=True)
+    return timing
 
 
 def exponent(xs: list[int], seconds: list[float]) -> float:
