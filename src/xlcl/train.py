@@ -18,7 +18,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from xlcl.classifier import trainable_parameters
 from xlcl.config import TrainConfig
-from xlcl.encode import EncodedSplit, collate_batch, epoch_batches
+from xlcl.encode import Batch, EncodedSplit, collate_batch, epoch_batches
 from xlcl.evaluate.scoring import mixed_precision, score_splits
 from xlcl.graphs import WIDTH_STEP, GraphedUpdates
 
@@ -246,14 +246,7 @@ def train_step(
                 scheduler.step()
             else:
                 batch = collate_batch(train, batches[index], pad_id).to(device)
-                with autocast:
-                    output = model(
-                        input_ids=batch.input_ids,
-                        attention_mask=batch.attention_mask,
-                        labels=batch.labels,
-                    )
-                (output.loss / config.gradient_accumulation).backward()
-                loss_sum += output.loss.detach()
+                loss_sum += _forward_backward(model, batch, autocast, config.gradient_accumulation)
                 if not update_due(finished, len(batches), config.gradient_accumulation):
                     continue
                 non_finite |= apply_update(parameters, optimizer, scheduler, config.max_grad_norm)
@@ -287,6 +280,22 @@ def train_step(
             break
     _restore(model, state.best_weights)
     return result
+
+
+def _forward_backward(
+    model: torch.nn.Module, batch: Batch, autocast: torch.autocast, accumulation: int
+) -> torch.Tensor:
+    """Accumulate the gradients of `batch`'s loss; the loss, detached.
+
+    No reference to the autograd graph outlives this call: a CUDA graph captured later
+    must not meet gradient accumulators of this eager pass.
+    """
+    with autocast:
+        loss = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
+        ).loss
+    (loss / accumulation).backward()
+    return loss.detach()
 
 
 def _stop_if(non_finite: torch.Tensor, epoch: int) -> None:
