@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+from transformers import AutoTokenizer
 
+from massive_fixture import write_massive_dir
 from tiny_models import save_tiny_model
+from xlcl.data import load_massive, slot_label_names
+from xlcl.encode import EncodedSplit, encode
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+class EnUs(NamedTuple):
+    model_dir: Path
+    labels: list[str]
+    train: EncodedSplit
+    dev: EncodedSplit
+
+
 SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "amazon-massive-dataset-1.1.tar.gz"
 
 
@@ -34,3 +48,15 @@ def massive_archive() -> Path:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random XLM-R-style encoder with a tokenizer, saved to disk."""
     return save_tiny_model(tmp_path_factory.mktemp("tiny-xlmr"))
+
+
+@pytest.fixture(scope="session")
+def en_us(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> EnUs:
+    """The tiny model, the fixture's slot labels, and its en-US train and dev splits encoded."""
+    data = load_massive(write_massive_dir(tmp_path_factory.mktemp("en-us")), ["en-US"])
+    labels = slot_label_names(data)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    ids = {label: index for index, label in enumerate(labels)}
+    train = encode(data.utterances("en-US", "train"), tokenizer, ids, 32)
+    dev = encode(data.utterances("en-US", "dev"), tokenizer, ids, 32)
+    return EnUs(tiny_model, labels, train, dev)

@@ -8,39 +8,19 @@ eager last batch must give the plain loop's training.
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer
 
-from massive_fixture import write_massive_dir
+from tiny_models import without_dropout
 from xlcl.classifier import build_classifier, trainable_parameters
 from xlcl.config import ConfigError, LoraSettings, TrainConfig, load_config
-from xlcl.data import load_massive, slot_label_names
-from xlcl.encode import IGNORE, collate, encode
+from xlcl.encode import IGNORE, collate
 from xlcl.graphs import WIDTH_STEP, GraphedUpdates
 from xlcl.methods import method
 from xlcl.train import optimizer_for, train_step
 
 
-@pytest.fixture(scope="module")
-def setup(tiny_model, tmp_path_factory):
-    data = load_massive(write_massive_dir(tmp_path_factory.mktemp("m")), ["en-US"])
-    labels = slot_label_names(data)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    ids = {label: index for index, label in enumerate(labels)}
-    train = encode(data.utterances("en-US", "train"), tokenizer, ids, 32)
-    dev = encode(data.utterances("en-US", "dev"), tokenizer, ids, 32)
-    return tiny_model, labels, train, dev
-
-
-def without_dropout(model: torch.nn.Module) -> torch.nn.Module:
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0  # equal results need equal masks: padding changes their shapes
-    return model
-
-
 @pytest.mark.parametrize("rank", [None, 4])
-def test_graphed_training_equals_the_plain_loop(setup, rank):
-    model_dir, labels, train_split, dev_split = setup
+def test_graphed_training_equals_the_plain_loop(en_us, rank):
+    model_dir, labels, train_split, dev_split = en_us
     # 10 utterances, batch 4: two full batches go through GraphedUpdates, the last
     # batch of 2 runs eagerly; the warm-up spreads the learning rate over updates.
     assert len(train_split) == 10
@@ -57,7 +37,7 @@ def test_graphed_training_equals_the_plain_loop(setup, rank):
         )
         model = build_classifier(str(model_dir), labels, spec, LoraSettings(dropout=0.0), 0)
         results[graphs] = train_step(
-            without_dropout(model),
+            without_dropout(model),  # padding changes the masks' shapes
             [train_split],
             [dev_split],
             labels,
@@ -99,8 +79,8 @@ def test_collate_pads_to_a_multiple_with_masked_ignored_positions():
     assert collate(ids, labels, pad_id=1).input_ids.shape == (2, 9)
 
 
-def test_graphed_updates_refuse_a_width_that_is_not_a_multiple(setup):
-    model_dir, labels, train_split, _ = setup
+def test_graphed_updates_refuse_a_width_that_is_not_a_multiple(en_us):
+    model_dir, labels, train_split, _ = en_us
     model = build_classifier(str(model_dir), labels, method("vanilla"), LoraSettings(), 0)
     config = TrainConfig(epochs=1, patience=1, learning_rate=1e-3)
     named = trainable_parameters(model)
@@ -120,8 +100,8 @@ def test_graphed_updates_refuse_a_width_that_is_not_a_multiple(setup):
         updates.update(batch)
 
 
-def test_capturable_optimizer_keeps_learning_rates_in_tensors(setup):
-    model_dir, labels, *_ = setup
+def test_capturable_optimizer_keeps_learning_rates_in_tensors(en_us):
+    model_dir, labels, *_ = en_us
     model = build_classifier(str(model_dir), labels, method("vanilla"), LoraSettings(), 0)
     config = TrainConfig(epochs=1, patience=1, learning_rate=1e-3, head_learning_rate=1e-2)
     optimizer, scheduler = optimizer_for(trainable_parameters(model), config, 10, True)

@@ -9,6 +9,7 @@ from peft import PeftModel
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from massive_fixture import write_massive_dir
+from tiny_models import without_dropout
 from xlcl.classifier import build_classifier, trainable_parameters
 from xlcl.config import LoraSettings, TrainConfig
 from xlcl.data import load_massive, slot_label_names
@@ -73,10 +74,7 @@ def setup(tiny_model, tmp_path_factory):
 
 def fresh_model(model_dir, labels):
     model = build_classifier(model_dir, labels, method("nonshared-lora", 4), NO_DROPOUT, seed=0)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0  # the base's dropout too: equal results need equal masks
-    return model
+    return without_dropout(model)
 
 
 def scripted(monkeypatch):

@@ -1,30 +1,15 @@
 import pytest
 import torch
-from transformers import AutoTokenizer
 
-from massive_fixture import write_massive_dir
 from xlcl.classifier import build_classifier, trainable_parameters
 from xlcl.config import LoraSettings, TrainConfig
-from xlcl.data import load_massive, slot_label_names
-from xlcl.encode import encode
 from xlcl.evaluate.spans import SpanCounts
 from xlcl.methods import method
 from xlcl.train import optimizer_for, train_step
 
 
-@pytest.fixture(scope="module")
-def setup(tiny_model, tmp_path_factory):
-    data = load_massive(write_massive_dir(tmp_path_factory.mktemp("m")), ["en-US"])
-    labels = slot_label_names(data)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    ids = {label: index for index, label in enumerate(labels)}
-    train = encode(data.utterances("en-US", "train"), tokenizer, ids, 32)
-    dev = encode(data.utterances("en-US", "dev"), tokenizer, ids, 32)
-    return tiny_model, labels, train, dev
-
-
-def train(model, setup, epochs, patience, **kwargs):
-    _, labels, train_split, dev_split = setup
+def train(model, en_us, epochs, patience, **kwargs):
+    _, labels, train_split, dev_split = en_us
     config = TrainConfig(epochs=epochs, patience=patience, learning_rate=1e-2, batch_size=4)
     return train_step(
         model,
@@ -40,8 +25,8 @@ def train(model, setup, epochs, patience, **kwargs):
     )
 
 
-def test_early_stopping_restores_the_best_epochs_weights(setup, monkeypatch):
-    model_dir, labels, *_ = setup
+def test_early_stopping_restores_the_best_epochs_weights(en_us, monkeypatch):
+    model_dir, labels, *_ = en_us
     model = build_classifier(str(model_dir), labels, method("vanilla"), LoraSettings(), seed=0)
     dev_f1 = iter([0.2, 0.5, 0.3, 0.4, 0.9])
     weights_at_epoch = []
@@ -51,7 +36,7 @@ def test_early_stopping_restores_the_best_epochs_weights(setup, monkeypatch):
         return SpanCounts(10, 10, round(next(dev_f1) * 10))
 
     monkeypatch.setattr("xlcl.train.score_splits", scripted_dev_score)
-    result = train(model, setup, epochs=10, patience=2)
+    result = train(model, en_us, epochs=10, patience=2)
     # 2 epochs without gain after the best one: stop at epoch 4
     assert [r.dev_f1 for r in result.epochs] == pytest.approx([0.2, 0.5, 0.3, 0.4])
     assert result.best_epoch == 2
@@ -62,14 +47,14 @@ def test_early_stopping_restores_the_best_epochs_weights(setup, monkeypatch):
         assert torch.equal(parameter, best[name]), name
 
 
-def test_lora_training_leaves_the_base_frozen(setup):
-    model_dir, labels, *_ = setup
+def test_lora_training_leaves_the_base_frozen(en_us):
+    model_dir, labels, *_ = en_us
     model = build_classifier(str(model_dir), labels, method("shared-lora", 4), LoraSettings(), 0)
     trainable = {name for name, _ in trainable_parameters(model)}
     assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if n not in trainable}
     before = {n: p.detach().clone() for n, p in model.named_parameters() if n in trainable}
-    result = train(model, setup, epochs=2, patience=2)
+    result = train(model, en_us, epochs=2, patience=2)
     assert len(result.epochs) == 2
     for name, parameter in model.named_parameters():
         if name in frozen:
@@ -77,17 +62,17 @@ def test_lora_training_leaves_the_base_frozen(setup):
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)
 
 
-def test_a_non_finite_gradient_stops_the_step(setup):
-    model_dir, labels, *_ = setup
+def test_a_non_finite_gradient_stops_the_step(en_us):
+    model_dir, labels, *_ = en_us
     model = build_classifier(str(model_dir), labels, method("vanilla"), LoraSettings(), 0)
     with torch.no_grad():
         model.classifier.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite"):
-        train(model, setup, epochs=1, patience=1)
+        train(model, en_us, epochs=1, patience=1)
 
 
-def test_the_head_can_train_at_its_own_rate_and_norms_skip_weight_decay(setup):
-    model_dir, labels, *_ = setup
+def test_the_head_can_train_at_its_own_rate_and_norms_skip_weight_decay(en_us):
+    model_dir, labels, *_ = en_us
     model = build_classifier(str(model_dir), labels, method("vanilla"), LoraSettings(), 0)
     config = TrainConfig(
         epochs=1, patience=1, learning_rate=1e-4, head_learning_rate=3e-3, weight_decay=0.01
