@@ -103,6 +103,7 @@ def test_quick_demo_shows_forgetting_and_transfer_then_reuses_its_runs(
     result = run_demo(quick=True, out=out)
     assert result.report == out / "report" / "report.html"
     assert result.report.is_file()
+    assert result.summary_file.read_text() == summary_markdown(result.summary) + "\n"
     by_method = dict(zip(METHODS, result.summary, strict=True))
     for name in ("vanilla", "shared-lora"):
         row = by_method[name]
@@ -120,5 +121,6 @@ def test_quick_demo_shows_forgetting_and_transfer_then_reuses_its_runs(
     assert time.perf_counter() - started < 60  # no training: the report only
     assert "already complete" in output.output
     assert f"report: {result.report}" in output.output
+    assert f"table: {out / 'report' / 'summary.md'}" in output.output
     assert result.report.is_file()  # rebuilt
     assert {d: (d / DONE).stat().st_mtime_ns for d in result.run_dirs} == finished

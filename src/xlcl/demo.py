@@ -3,7 +3,8 @@
 Run it with ``xlcl demo`` (``--quick`` for the CI-sized version, ``--out DIR`` for another
 results directory). It runs the configs of ``configs/demo/`` one after another, each a
 normal run (``xlcl run configs/demo/vanilla.yaml`` gives the same run directory), writes
-the HTML report of the three runs, and summarizes each method by its final F1, CBT and CFT.
+the HTML report of the three runs, and summarizes each method by its final F1, CBT and CFT
+(printed, and as a Markdown table in ``summary.md`` beside the report).
 
 Finished runs are found by run id and not run again, so a second ``xlcl demo`` only
 rebuilds the report. MASSIVE comes from ``$XLCL_MASSIVE`` when it is set, else from the
@@ -34,6 +35,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
 QUICK = "quick"  # configs/demo/quick/: the CI-sized demo
 METHODS = ("vanilla", "shared-lora", "nonshared-lora")  # one config file each, run in this order
 REPORT_DIR = "report"
+SUMMARY_FILE = "summary.md"
 
 
 class DemoError(RuntimeError):
@@ -59,6 +61,7 @@ class DemoResult:
     run_dirs: list[Path]
     report: Path
     summary: list[MethodSummary]
+    summary_file: Path  # the table in Markdown, beside the report
 
 
 def demo_configs(quick: bool = False, out: Path | None = None) -> list[tuple[Path, RunConfig]]:
@@ -99,7 +102,10 @@ def run_demo(
     run_dirs = [directory for _, directory in runs]
     new_reporter().message("writing the report")
     files = build_report(run_dirs, Path(configs[0][1].output_dir) / REPORT_DIR)
-    return DemoResult(run_dirs, files.html, summarize_runs(runs))
+    summary = summarize_runs(runs)
+    summary_file = files.html.parent / SUMMARY_FILE
+    summary_file.write_text(summary_markdown(summary) + "\n", encoding="utf-8")
+    return DemoResult(run_dirs, files.html, summary, summary_file)
 
 
 def summarize_runs(runs: Sequence[tuple[str, Path]]) -> list[MethodSummary]:
@@ -148,7 +154,7 @@ def summary_rows(summary: Sequence[MethodSummary]) -> list[list[str]]:
 
 
 def summary_markdown(summary: Sequence[MethodSummary]) -> str:
-    """The summary as a Markdown table (the one in docs/demo.md)."""
+    """The summary as a Markdown table (``summary.md`` beside the report; docs/demo.md)."""
     lines = [
         "| " + " | ".join(SUMMARY_COLUMNS) + " |",
         "| --- |" + " ---: |" * (len(SUMMARY_COLUMNS) - 1),

@@ -82,12 +82,12 @@ def optimizer_for(
     fusable = all(p.device.type in ("cpu", "cuda") for p in parameters)
     device = parameters[0].device if parameters else torch.device("cpu")
 
-    def rate(value: float) -> float | torch.Tensor:
+    def as_lr(value: float) -> float | torch.Tensor:
         return torch.tensor(value, device=device) if capturable else value
 
     optimizer = torch.optim.AdamW(
-        [{"params": ps, "lr": rate(lr), "weight_decay": wd} for (lr, wd), ps in groups.items()],
-        lr=rate(config.learning_rate),
+        [{"params": ps, "lr": as_lr(lr), "weight_decay": wd} for (lr, wd), ps in groups.items()],
+        lr=as_lr(config.learning_rate),
         fused=fusable or None,
         capturable=capturable,
     )

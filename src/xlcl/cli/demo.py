@@ -58,6 +58,7 @@ def demo(
         "zero-shot transfer. NON-SHARED LoRA keeps an adapter per locale: CBT 0 by construction."
     )
     typer.echo(f"report: {result.report}")
+    typer.echo(f"table: {result.summary_file}")
 
 
 def _clock(seconds: float) -> str:
