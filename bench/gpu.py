@@ -14,10 +14,13 @@ XLM-R tokenizer files in ``gpu/``)::
    (training and dev scoring) and the time to score one test set (a cell of the matrix,
    timed apart) give the cost of the full 52-step run (10 epochs a step, the 53 x 52
    matrix), which is extrapolated and reported as such.
-``--cuda-graphs`` trains with ``train.cuda_graphs`` (one CUDA graph per padded batch width)
-and first checks that graphed training matches eager training on the GPU: the same 64
-updates (at most) from the same weights, dropout off, compared by loss and weights.
-Results go to ``OUT/gpu.json``.
+
+``--lora N`` measures LoRA rank N (PEFT, as xlcl wraps the model) instead of full
+fine-tuning, ``--trim`` trims the run's vocabulary (``trim_vocabulary``), ``--locales 0``
+skips the run. ``--cuda-graphs`` trains with ``train.cuda_graphs`` (one CUDA graph per
+padded batch width) and first checks that graphed training matches eager training on the
+GPU: the same 64 updates (at most) from the same weights, dropout off, compared by loss and
+weights. Results go to ``OUT/gpu.json``.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from peft import get_peft_model
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PretrainedConfig
 
-from xlcl.config import TrainConfig, validate_config
+from xlcl.classifier import lora_config
+from xlcl.config import LoraSettings, TrainConfig, validate_config
 from xlcl.data import ORDERS, load_massive, slot_label_names
 from xlcl.encode import EncodedSplit, encode
 from xlcl.evaluate.scoring import score_splits
@@ -58,12 +63,25 @@ def model_dir(root: Path, name: str, config: PretrainedConfig, tokenizer: Path) 
     return directory
 
 
-def flops_per_token(config: PretrainedConfig, length: float) -> float:
-    """Training FLOPs per token: 6 x matmul parameters, plus attention scores."""
+def flops_per_token(config: PretrainedConfig, length: float, lora: bool = False) -> float:
+    """Training FLOPs per token: 6 x matmul parameters, plus attention scores.
+
+    With LoRA the frozen weights get no gradient: 4 x (forward, and backward to the inputs).
+    """
     hidden, layers = config.hidden_size, config.num_hidden_layers
     matmul = layers * (4 * hidden * hidden + 2 * hidden * config.intermediate_size)
     attention = layers * 2 * 2 * length * hidden  # QK^T and AV, forward
-    return 6 * matmul + 3 * attention
+    return (4 if lora else 6) * matmul + 3 * attention
+
+
+def load_model(directory: Path, lora_rank: int | None, dropout: bool = True) -> torch.nn.Module:
+    """The saved random-weight model; with `lora_rank`, wrapped as xlcl wraps it (PEFT)."""
+    off = {} if dropout else {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    model = AutoModelForTokenClassification.from_pretrained(directory, num_labels=LABELS, **off)
+    if lora_rank is None:
+        return model
+    settings = LoraSettings() if dropout else LoraSettings(dropout=0.0)
+    return get_peft_model(model, lora_config(lora_rank, settings))
 
 
 def synthetic_splits(lengths: np.ndarray, samples: int) -> tuple[EncodedSplit, EncodedSplit]:
@@ -89,11 +107,11 @@ def throughput(
     device: torch.device,
     compile_model: bool,
     cuda_graphs: bool,
+    lora_rank: int | None,
 ) -> dict[str, float]:
     """Samples/s and MFU of `train_step` on synthetic utterances of real MASSIVE lengths."""
     split, dev = synthetic_splits(lengths, samples)
-    model = AutoModelForTokenClassification.from_pretrained(directory, num_labels=LABELS)
-    model.to(device)
+    model = load_model(directory, lora_rank).to(device)
     if compile_model:
         model.compile(dynamic=True)
     train = TrainConfig(
@@ -115,7 +133,8 @@ def throughput(
     synchronize(device)
     seconds = (time.perf_counter() - started) / repeats
     tokens = float(split.lengths.sum())
-    achieved = flops_per_token(config, float(split.lengths.mean())) * tokens / seconds
+    per_token = flops_per_token(config, float(split.lengths.mean()), lora_rank is not None)
+    achieved = per_token * tokens / seconds
     return {
         "samples_per_s": samples / seconds,
         "tokens_per_s": tokens / seconds,
@@ -125,15 +144,18 @@ def throughput(
 
 
 def graphs_against_eager(
-    directory: Path, lengths: np.ndarray, samples: int, device: torch.device
+    directory: Path,
+    lengths: np.ndarray,
+    samples: int,
+    device: torch.device,
+    lora_rank: int | None,
 ) -> dict[str, float]:
     """Train the same weights on `samples` eagerly and from CUDA graphs (dropout off)."""
     split, dev = synthetic_splits(lengths, samples)
     trained = {}
     for graphs in (False, True):
-        model = AutoModelForTokenClassification.from_pretrained(
-            directory, num_labels=LABELS, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
-        ).to(device)
+        torch.manual_seed(0)  # the same LoRA initialisation
+        model = load_model(directory, lora_rank, dropout=False).to(device)
         train = TrainConfig(
             epochs=1, patience=1, learning_rate=5e-5, batch_size=32, cuda_graphs=graphs
         )
@@ -184,6 +206,7 @@ def vanilla_cost(
     device: str,
     compile_model: bool,
     cuda_graphs: bool,
+    trim: bool,
 ) -> dict[str, float]:
     """Time a VANILLA run over the first `locales` of order 1; extrapolate to 52 steps."""
     order = list(ORDERS[1][:locales])
@@ -192,6 +215,7 @@ def vanilla_cost(
             "model": str(directory),
             "method": "vanilla",
             "order": order,
+            "trim_vocabulary": trim,
             "data": {  # all three None (full splits) but in dry runs on a CPU
                 "source": str(archive),
                 "max_train": max_train,
@@ -257,12 +281,14 @@ def main() -> None:
     parser.add_argument("--tokenizer", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--samples", type=int, default=8192)
-    parser.add_argument("--locales", type=int, default=3)
+    parser.add_argument("--locales", type=int, default=3, help="of the run; 0: no run")
     parser.add_argument("--max-train", type=int, default=None, help="for dry runs on a CPU")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--compile", action="store_true", help="train with torch.compile")
     parser.add_argument("--cuda-graphs", action="store_true", help="train.cuda_graphs")
     parser.add_argument("--models", nargs="+", default=["e5-small", "xlm-r-base"])
+    parser.add_argument("--lora", type=int, default=None, help="throughput of LoRA rank N")
+    parser.add_argument("--trim", action="store_true", help="the run trims the vocabulary")
     args = parser.parse_args()
     device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -279,6 +305,8 @@ def main() -> None:
         "mean_subwords": float(lengths.mean()),
         "compile": args.compile,
         "cuda_graphs": args.cuda_graphs,
+        "lora_rank": args.lora,
+        "trim_vocabulary": args.trim,
     }
     presets = {"e5-small": E5_SMALL, "xlm-r-base": XLMR_BASE}
     for name in args.models:
@@ -287,14 +315,23 @@ def main() -> None:
         directory = model_dir(work, name, config, args.tokenizer)
         if args.cuda_graphs:
             results[f"graphs_against_eager/{name}"] = graphs_against_eager(
-                directory, lengths, min(args.samples, 64 * 32), device
+                directory, lengths, min(args.samples, 64 * 32), device, args.lora
             )
             print(name, results[f"graphs_against_eager/{name}"], flush=True)
         results[f"throughput/{name}"] = throughput(
-            directory, config, lengths, args.samples, device, args.compile, args.cuda_graphs
+            directory,
+            config,
+            lengths,
+            args.samples,
+            device,
+            args.compile,
+            args.cuda_graphs,
+            args.lora,
         )
         print(name, results[f"throughput/{name}"], flush=True)
         (args.out / "gpu.json").write_text(json.dumps(results, indent=2))
+    if args.locales == 0:
+        return
     results["vanilla/xlm-r-base"] = vanilla_cost(
         work / "xlm-r-base",
         args.archive,
@@ -304,6 +341,7 @@ def main() -> None:
         args.device,
         args.compile,
         args.cuda_graphs,
+        args.trim,
     )
     print(results["vanilla/xlm-r-base"], flush=True)
     (args.out / "gpu.json").write_text(json.dumps(results, indent=2))
