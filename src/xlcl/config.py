@@ -67,7 +67,8 @@ class TrainConfig(_Section):
     )
     cuda_graphs: bool = Field(
         False,
-        description="replay each full batch's update from a CUDA graph per padded width",
+        description="GPU: replay each full batch's update from a CUDA graph per padded "
+        "width (on a CPU the same padded updates run eagerly)",
     )
     deterministic: bool = Field(False, description="torch deterministic algorithms only")
     adapters_together: bool = Field(
