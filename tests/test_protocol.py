@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pandas as pd
 import pytest
@@ -265,3 +266,36 @@ def test_a_compiled_model_trains_and_saves_under_the_eager_models_names(
     assert row0[0] == row0[1]  # nothing trained yet: the same model
     losses = [pd.read_parquet(path / "curves.parquet")["train_loss"] for path in runs.values()]
     assert losses[1].tolist() == pytest.approx(losses[0].tolist(), rel=0.02)
+
+
+def test_graphed_updates_give_the_plain_runs_scores(tiny_model, massive_dir, tmp_path):
+    # train.cuda_graphs through the whole protocol (a GraphedUpdates per step, adapters
+    # saved per locale): on the CPU the same padded updates run eagerly, and with every
+    # dropout off they give the plain run's curves and scores.
+    model = tmp_path / "no-dropout"
+    shutil.copytree(tiny_model, model)
+    config_file = model / "config.json"
+    settings = json.loads(config_file.read_text())
+    settings.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config_file.write_text(json.dumps(settings))
+    runs = {}
+    for graphs in (False, True):
+        config = make_config(
+            model,
+            massive_dir,
+            tmp_path / str(graphs),
+            "nonshared-lora",
+            4,
+            train={"cuda_graphs": graphs, "epochs": 3, "patience": 3, "learning_rate": 1e-2},
+            lora={"dropout": 0.0},
+        )
+        runs[graphs] = run(config)
+    curves = [pd.read_parquet(path / "curves.parquet") for path in runs.values()]
+    assert len(curves[1]) == len(curves[0]) == 9  # 3 locales x 3 epochs
+    assert curves[1]["train_loss"].tolist() == pytest.approx(
+        curves[0]["train_loss"].tolist(), rel=1e-5
+    )
+    assert curves[1]["dev_f1"].tolist() == curves[0]["dev_f1"].tolist()
+    plain, graphed = matrix(runs[False]), matrix(runs[True])
+    assert graphed.equals(plain)
+    assert (runs[True] / "adapters" / "de-DE" / "adapter_model.safetensors").is_file()
