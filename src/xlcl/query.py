@@ -89,12 +89,17 @@ def query(results: str | Path, sql: str) -> pd.DataFrame:
 
 
 def runs_frame(results: Path) -> pd.DataFrame:
-    """One row per run of `results`, at any depth (columns `RUN_COLUMNS`)."""
+    """One row per run of `results`, at any depth (columns `RUN_COLUMNS`).
+
+    `results` may also be one run's directory: then its sibling runs are not listed.
+    """
     parents = [results, *sorted({path.parent.parent for path in results.rglob("manifest.json")})]
     rows: dict[str, dict[str, Any]] = {}
     for parent in parents:
         for entry in sweep_status(parent):
-            rows.setdefault(entry.run["run_id"], _row(parent / entry.run["run_id"], entry))
+            directory = parent / entry.run["run_id"]
+            if directory.is_relative_to(results):
+                rows.setdefault(entry.run["run_id"], _row(directory, entry))
     frame = pd.DataFrame(list(rows.values()), columns=list(RUN_COLUMNS))
     for column in ("started_at", "finished_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True)

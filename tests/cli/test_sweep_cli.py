@@ -109,3 +109,17 @@ def test_query_table_json_and_csv(results):
     assert table.exit_code == 0 and "6" in table.stdout
     bad = invoke("query", str(results.results), "SELECT nope FROM runs")
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+def test_query_of_one_run_directory_lists_that_run_only(tmp_path):
+    for run_id in ("aaaaaaaaaaa1", "aaaaaaaaaaa2"):  # two runs side by side, no sweep file
+        directory = tmp_path / "runs" / run_id
+        directory.mkdir(parents=True)
+        manifest = {"run_id": run_id, "status": "done", "order": ["en-US", "de-DE"]}
+        (directory / "manifest.json").write_text(json.dumps(manifest))
+        (directory / "DONE").write_text("")
+    one = tmp_path / "runs" / "aaaaaaaaaaa1"
+    sql = "SELECT run_id FROM runs ORDER BY run_id"
+    assert invoke("query", str(one), sql, "--csv").stdout.split() == ["run_id", "aaaaaaaaaaa1"]
+    both = invoke("query", str(tmp_path / "runs"), sql, "--csv").stdout.split()
+    assert both == ["run_id", "aaaaaaaaaaa1", "aaaaaaaaaaa2"]

@@ -114,6 +114,15 @@ def test_square_csv_with_empty_cells(tmp_path: Path) -> None:
     np.testing.assert_array_equal(run.matrix.f1, [[0.1, 0.2], [0.5, np.nan], [0.4, 0.6]])
 
 
+@pytest.mark.parametrize("bom", ["", "\ufeff"])
+def test_square_csv_read_with_or_without_a_byte_order_mark(tmp_path: Path, bom: str) -> None:
+    path = tmp_path / "square.csv"  # spreadsheets save "CSV UTF-8" with a BOM
+    path.write_text(bom + "step,en-US,de-DE\n0,0.1,0.2\n1,0.5,0.3\n2,0.4,0.6\n", encoding="utf-8")
+    (run,) = read_table(path)
+    assert run.matrix.order == ("en-US", "de-DE")
+    np.testing.assert_array_equal(run.matrix.f1, [[0.1, 0.2], [0.5, 0.3], [0.4, 0.6]])
+
+
 def test_square_and_long_files_agree(tmp_path: Path, seq4: ScoreMatrix) -> None:
     to_square(seq4).to_csv(tmp_path / "sq.csv", index=False)
     to_long(seq4).to_csv(tmp_path / "long.csv", index=False)

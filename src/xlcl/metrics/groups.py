@@ -62,7 +62,7 @@ def ungrouped(locales: Iterable[str], grouping: Grouping) -> list[str]:
 def read_grouping(path: Path, known: Collection[str]) -> dict[str, str]:
     """A grouping from a CSV file with header ``locale,group``; every locale must be known."""
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # a BOM is not a header
             rows = list(csv.reader(handle))
     except OSError as err:
         raise MetricsInputError(f"{path}: cannot read grouping file ({err.strerror})") from err

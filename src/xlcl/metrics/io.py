@@ -173,7 +173,8 @@ def _square_run(path: Path) -> Run:
 
 
 def _csv_rows(path: Path) -> list[list[str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
+    # utf-8-sig: spreadsheets save "CSV UTF-8" with a byte-order mark before the header.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.reader(handle))
     if not rows:
         raise MetricsInputError("empty file")
