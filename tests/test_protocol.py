@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -266,6 +267,87 @@ def test_a_compiled_model_trains_and_saves_under_the_eager_models_names(
     assert row0[0] == row0[1]  # nothing trained yet: the same model
     losses = [pd.read_parquet(path / "curves.parquet")["train_loss"] for path in runs.values()]
     assert losses[1].tolist() == pytest.approx(losses[0].tolist(), rel=0.02)
+
+
+def test_a_run_resumed_after_an_out_of_memory_retry_keeps_the_smaller_batch(
+    tiny_model, massive_dir, tmp_path, monkeypatch
+):
+    # Step 1 runs out of memory at batch 4 and goes on at 2 x 2; the run is killed in
+    # step 2. Resumed, step 2 and 3 must train at 2 x 2 too, as the uninterrupted run did.
+    real_train_step = xlcl.protocol.train_step
+    calls: list[tuple[int, int]] = []
+    first_run = True
+
+    def out_of_memory_once(model, train, dev, labels, config, **kwargs):
+        calls.append((config.batch_size, config.gradient_accumulation))
+        if first_run and len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        if first_run and len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_train_step(model, train, dev, labels, config, **kwargs)
+
+    monkeypatch.setattr(xlcl.protocol, "train_step", out_of_memory_once)
+    config = make_config(tiny_model, massive_dir, tmp_path, "vanilla")
+    with pytest.raises(KeyboardInterrupt):
+        run(config)
+    assert calls == [(4, 1), (2, 2), (2, 2)]
+    first_run, calls[:] = False, []
+    resumed = run(config)
+    assert calls == [(2, 2), (2, 2)]  # steps 2 and 3
+    monkeypatch.setattr(xlcl.protocol, "train_step", real_train_step)
+    raw = make_config(tiny_model, massive_dir, tmp_path / "ref", "vanilla").model_dump()
+    raw["train"].update(batch_size=2, gradient_accumulation=2)
+    reference = run(validate_config(raw))
+    columns = ["step", "eval_locale", "f1", "n_pred"]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(resumed / "scores.parquet")[columns],
+        pd.read_parquet(reference / "scores.parquet")[columns],
+    )
+
+
+def test_an_out_of_memory_retry_after_resuming_inside_a_step_starts_from_the_steps_start(
+    tiny_model, massive_dir, tmp_path, monkeypatch
+):
+    # Killed inside step 2 (after a checkpoint inside it), then, resumed, step 2 runs out of
+    # memory: the retry must start step 2 over from step 1's weights, not from the weights
+    # of the checkpoint inside the step, as a run that ran out of memory in step 2 did.
+    real_train_step = xlcl.protocol.train_step
+    calls = []
+    plan = {2: "kill"}  # call number -> what happens at it
+
+    def scripted(model, train, dev, labels, config, **kwargs):
+        calls.append(config.batch_size)
+        action = plan.get(len(calls))
+        if action == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        if action == "kill":
+            on_save = kwargs["on_save"]
+
+            def save_then_die(state):
+                on_save(state)
+                raise KeyboardInterrupt
+
+            kwargs["on_save"] = save_then_die
+        return real_train_step(model, train, dev, labels, config, **kwargs)
+
+    monkeypatch.setattr(xlcl.protocol, "train_step", scripted)
+    inside = {"checkpoint": {"every_updates": 1}}
+    config = make_config(tiny_model, massive_dir, tmp_path, "vanilla", **inside)
+    with pytest.raises(KeyboardInterrupt):
+        run(config)
+    directory = Path(config.output_dir) / config.run_id
+    assert list(directory.glob("checkpoints/partial-step-0002"))  # killed inside step 2
+    plan, calls[:] = {1: "oom"}, []
+    resumed = run(config)
+    assert calls == [4, 2, 2]
+    plan, calls[:] = {2: "oom"}, []
+    reference = run(make_config(tiny_model, massive_dir, tmp_path / "ref", "vanilla", **inside))
+    assert calls == [4, 4, 2, 2]
+    columns = ["step", "eval_locale", "f1", "n_pred"]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(resumed / "scores.parquet")[columns],
+        pd.read_parquet(reference / "scores.parquet")[columns],
+    )
 
 
 def test_graphed_updates_give_the_plain_runs_scores(tiny_model, massive_dir, tmp_path):

@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,8 +120,8 @@ class _Run:
         a GPU out of memory, the step restarts with half the batch and twice the gradient
         accumulation (the same effective batch), and the manifest records it.
         """
+        initial = _snapshot_to_cpu(model)  # the step's start, for a retry from scratch
         resume = self._partial_state(model, step)
-        initial = _snapshot_to_cpu(model)
         while True:
             try:
                 result = self._train_once(model, step, locales, resume)
@@ -277,6 +278,9 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
     if trim is not None:
         trim.save(store.directory / VOCABULARY)
         reporter.message(f"vocabulary trimmed to the run's {len(trim):,} tokens")
+    train_config = config.train
+    if checkpoint is not None:
+        train_config = _after_oom_retries(train_config, store.manifest, checkpoint.step + 1)
     state = _Run(
         config=config,
         order=order,
@@ -289,7 +293,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
         reporter=reporter,
         trim=trim,
         resumed_from=checkpoint,
-        train_config=config.train,
+        train_config=train_config,
     )
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     if config.train.deterministic:
@@ -477,6 +481,26 @@ def _trim_vocabulary(
         for locale, by_split in splits.items()
     }
     return trim, remapped
+
+
+def _after_oom_retries(train: TrainConfig, manifest: dict[str, Any], step: int) -> TrainConfig:
+    """The batch a resumed run goes on with at `step`: its last out-of-memory retry's.
+
+    A retry halves the batch for the rest of the run; a run resumed after it must too,
+    or its later steps (and a checkpoint inside a step, counted in the smaller batches)
+    would differ from the uninterrupted run's.
+    """
+    retries = [retry for retry in manifest.get("oom_retries", []) if retry["step"] <= step]
+    if not retries:
+        return train
+    batch_size = retries[-1]["batch_size"]
+    factor = train.batch_size // batch_size
+    return train.model_copy(
+        update={
+            "batch_size": batch_size,
+            "gradient_accumulation": train.gradient_accumulation * factor,
+        }
+    )
 
 
 def _snapshot_to_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
