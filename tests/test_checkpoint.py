@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -8,7 +9,9 @@ from xlcl.checkpoint import (
     WEIGHTS,
     CheckpointMismatch,
     latest_checkpoint,
+    latest_partial,
     save_checkpoint,
+    save_partial,
 )
 
 
@@ -66,3 +69,40 @@ def test_the_rng_states_come_back(tmp_path):
     checkpoint.restore_rng()
     assert torch.equal(torch.rand(3), expected)
     assert json.loads((path / "state.json").read_text())["step"] == 0
+
+
+@pytest.mark.parametrize("kind", ["partial", "step"])
+def test_a_kill_while_a_checkpoint_replaces_its_namesake_keeps_the_old_one(
+    tmp_path, monkeypatch, kind
+):
+    # A checkpoint inside a step is rewritten under one name (and a step's, when a step is
+    # saved again). Killed between moving the old one aside and moving the new one in, the
+    # old one must still be found.
+    def save(value):
+        if kind == "partial":
+            return save_partial(tmp_path, 2, weights(value), "abc", {"batches_done": value})
+        return save_checkpoint(tmp_path, 2, weights(value), "abc", keep=2)
+
+    def find():
+        if kind == "partial":
+            return latest_partial(tmp_path, "abc", 2)
+        return latest_checkpoint(tmp_path, "abc")
+
+    save(1.0)
+    real_replace = os.replace
+
+    def killed_after_setting_aside(source, target):
+        real_replace(source, target)
+        if str(target).endswith(".old"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("xlcl.checkpoint.os.replace", killed_after_setting_aside)
+    with pytest.raises(KeyboardInterrupt):
+        save(2.0)
+    monkeypatch.setattr("xlcl.checkpoint.os.replace", real_replace)
+    found = find()
+    assert found is not None and found.step == 2
+    assert torch.equal(found.weights()["layer.weight"], torch.full((2, 3), 1.0))
+    save(3.0)  # the next save cleans up and replaces it
+    assert torch.equal(find().weights()["layer.weight"], torch.full((2, 3), 3.0))
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")] == []

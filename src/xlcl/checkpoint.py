@@ -105,7 +105,7 @@ def save_partial(
 
 def latest_partial(run_dir: Path, config_hash: str, step: int) -> PartialCheckpoint | None:
     """The complete checkpoint inside step `step`, if the run was stopped during it."""
-    directory = run_dir / CHECKPOINTS / f"partial-step-{step:04d}"
+    directory = _with_set_aside(run_dir / CHECKPOINTS / f"partial-step-{step:04d}")
     if not directory.is_dir():
         return None
     problem = _problem(directory)
@@ -143,15 +143,31 @@ def _write(
     checksums = {path.name: _sha256(path) for path in temporary.iterdir()}
     state = {"step": step, "config_hash": config_hash, "sha256": checksums}
     (temporary / STATE).write_text(json.dumps(state, indent=2) + "\n")
+    (temporary / COMPLETE).write_text("")  # not in the checksums: it marks them written
     for path in temporary.iterdir():
         _fsync(path)
-    shutil.rmtree(final, ignore_errors=True)
+    _fsync(temporary)
+    # A directory cannot replace another in one rename: the old one steps aside first and
+    # is removed only once the new one is in place, so a kill at any moment leaves one
+    # complete checkpoint of this name (`_with_set_aside` finds the old one).
+    aside = _set_aside(final)
+    shutil.rmtree(aside, ignore_errors=True)
+    if final.exists():
+        os.replace(final, aside)
     os.replace(temporary, final)
     _fsync(parent)
-    (final / COMPLETE).write_text("")
-    _fsync(final / COMPLETE)
-    _fsync(final)
+    shutil.rmtree(aside, ignore_errors=True)
     return final
+
+
+def _set_aside(final: Path) -> Path:
+    return final.parent / f".{final.name}.old"
+
+
+def _with_set_aside(directory: Path) -> Path:
+    """`directory`, or its set-aside copy when a kill came between the two renames."""
+    aside = _set_aside(directory)
+    return aside if not directory.exists() and aside.is_dir() else directory
 
 
 def latest_checkpoint(run_dir: Path, config_hash: str) -> Checkpoint | None:
@@ -159,7 +175,10 @@ def latest_checkpoint(run_dir: Path, config_hash: str) -> Checkpoint | None:
     parent = run_dir / CHECKPOINTS
     if not parent.is_dir():
         return None
-    for directory in sorted(parent.glob("step-*"), reverse=True):
+    names = {directory.name for directory in parent.glob("step-*")}
+    names |= {aside.name[1:].removesuffix(".old") for aside in parent.glob(".step-*.old")}
+    for name in sorted(names, reverse=True):
+        directory = _with_set_aside(parent / name)
         problem = _problem(directory)
         if problem is not None:
             warnings.warn(f"skipping checkpoint {directory}: {problem}", stacklevel=2)
@@ -187,7 +206,7 @@ def _problem(directory: Path) -> str | None:
         step = int(state["step"])
     except (OSError, ValueError, KeyError) as error:
         return f"unreadable {STATE}: {error}"
-    if not directory.name.endswith(f"step-{step:04d}"):
+    if not directory.name.removesuffix(".old").endswith(f"step-{step:04d}"):
         return f"{STATE} says step {step}"
     if RNG not in checksums:
         return f"{RNG} is missing"
