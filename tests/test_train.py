@@ -5,7 +5,7 @@ from xlcl.classifier import build_classifier, trainable_parameters
 from xlcl.config import LoraSettings, TrainConfig
 from xlcl.evaluate.spans import SpanCounts
 from xlcl.methods import method
-from xlcl.train import optimizer_for, train_step
+from xlcl.train import TrainState, optimizer_for, train_step
 
 
 def train(model, en_us, epochs, patience, **kwargs):
@@ -89,3 +89,16 @@ def test_the_head_can_train_at_its_own_rate_and_norms_skip_weight_decay(en_us):
     assert settings["roberta.encoder.layer.0.attention.self.query.weight"] == (1e-4, 0.01)
     assert settings["roberta.encoder.layer.0.attention.output.LayerNorm.weight"] == (1e-4, 0.0)
     assert len(settings) == sum(1 for _ in model.parameters())
+
+
+def test_a_train_state_keeps_the_gpu_generators_through_a_weights_only_load(tmp_path):
+    gpu_states = [torch.arange(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]
+    state = TrainState(epoch=2, batches_done=3, torch_rng=torch.get_rng_state())
+    state.cuda_rng = gpu_states  # one generator per GPU, as torch.cuda.get_rng_state_all()
+    torch.save(state.to_dict(), tmp_path / "train_state.pt")
+    loaded = TrainState.from_dict(torch.load(tmp_path / "train_state.pt", weights_only=True))
+    assert loaded.cuda_rng is not None
+    assert [s.tolist() for s in loaded.cuda_rng] == [s.tolist() for s in gpu_states]
+    older = state.to_dict()
+    del older["cuda_rng"]  # a checkpoint written before xlcl saved them
+    assert TrainState.from_dict(older).cuda_rng is None

@@ -65,6 +65,13 @@ class GraphedUpdates:
         width = batch.input_ids.shape[1]
         if width % WIDTH_STEP:
             raise ValueError(f"batch width {width} is not a multiple of {WIDTH_STEP}")
+        if not self.capture:
+            return self._update_on(batch, width)
+        # Captures go to the current device's streams: make it the model's (cuda:N).
+        with torch.cuda.device(self.device):
+            return self._update_on(batch, width)
+
+    def _update_on(self, batch: Batch, width: int) -> Outputs:
         inputs = self._inputs.get(width)
         if inputs is None:  # the width's first batch: its buffers, and the warm-up
             inputs = self._inputs[width] = batch.to(self.device)

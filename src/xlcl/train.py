@@ -134,6 +134,7 @@ class TrainState:
     optimizer: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
     torch_rng: torch.Tensor | None = None
+    cuda_rng: list[torch.Tensor] | None = None  # dropout on a GPU draws from these
 
     def to_dict(self) -> dict[str, Any]:
         """Plain tensors, numbers and lists (loadable with ``weights_only=True``)."""
@@ -149,6 +150,7 @@ class TrainState:
             "optimizer": self.optimizer,
             "scheduler": self.scheduler,
             "torch_rng": self.torch_rng,
+            "cuda_rng": self.cuda_rng,
         }
 
     @classmethod
@@ -169,6 +171,7 @@ class TrainState:
             optimizer=values["optimizer"],
             scheduler=values["scheduler"],
             torch_rng=values["torch_rng"],
+            cuda_rng=values.get("cuda_rng"),  # absent from checkpoints of xlcl before it
         )
 
 
@@ -213,6 +216,8 @@ def train_step(
         scheduler.load_state_dict(resume.scheduler)
         if resume.torch_rng is not None:
             torch.set_rng_state(resume.torch_rng)
+        if resume.cuda_rng is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(resume.cuda_rng)
     for _ in range(1, state.epoch):  # replay the batch orders of finished epochs
         epoch_batches(train, config.batch_size, rng)
     result = state.result
@@ -256,6 +261,8 @@ def train_step(
                 state.batches_done, state.loss_sum = finished, loss_sum.item()
                 state.optimizer, state.scheduler = optimizer.state_dict(), scheduler.state_dict()
                 state.torch_rng = torch.get_rng_state()
+                if device.type == "cuda":
+                    state.cuda_rng = torch.cuda.get_rng_state_all()
                 on_save(state)
         _stop_if(non_finite, state.epoch)
         dev_f1 = score_splits(
