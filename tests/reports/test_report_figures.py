@@ -13,7 +13,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from reports.report_runs import ORDER_A, VANILLA_A, XLMR, write_run
 from xlcl.data import LOCALES
 from xlcl.reports import ReportFiles, collect, summarize_labels
-from xlcl.reports.figures import all_plots, matrix_plot, models_plot, perf_shift_plot
+from xlcl.reports.figures import (
+    all_plots,
+    avg_f1_plot,
+    matrix_plot,
+    models_plot,
+    perf_shift_plot,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SLUGS = {
@@ -89,3 +95,12 @@ def test_52_locale_labels_do_not_overlap(tmp_path: Path) -> None:
     summaries = summarize_labels(collect([tmp_path / "big"]).runs, hops=3)
     plots, _ = all_plots(summaries, LOCALES)
     assert {p.name.split("_")[0] for p in plots} >= {"fig2", "fig3", "fig5", "fig7", "forgetting"}
+
+
+def test_figure_2_draws_multi_along_the_order_as_the_spec_defines(sweep: Path) -> None:
+    # MULTI_A's one row is [0.8, 0.7, 0.9]: at step i, mean_{j<=i} R_multi[pi_j].
+    plot = avg_f1_plot(summarize_labels(collect([sweep]).runs, hops=2))
+    (ax,) = plot.figure.axes
+    (multi,) = [line for line in ax.lines if line.get_linestyle() == ":"]
+    np.testing.assert_allclose(multi.get_xdata(), [1, 2, 3])
+    np.testing.assert_allclose(multi.get_ydata(), [80.0, 75.0, 80.0])
