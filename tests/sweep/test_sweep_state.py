@@ -28,6 +28,24 @@ def test_nothing_recorded_is_queued(tmp_path):
     assert (status.state, status.attempts, status.steps_done) == (RunState.QUEUED, 0, None)
 
 
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        ("failed", RunState.FAILED),
+        ("interrupted", RunState.INTERRUPTED),
+        ("running", RunState.QUEUED),
+    ],
+)
+def test_a_run_outside_a_sweep_has_its_manifests_state(tmp_path, status, state):
+    # `xlcl run` writes no sweep state: its manifest says how it ended. A manifest's
+    # "running" may be a run killed by SIGKILL: a sweep must still take it up (queued).
+    manifest = {"run_id": tmp_path.name, "status": status, "error": "DataError: bad row"}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    found = run_status(tmp_path, steps_total=3)
+    assert found.state is state
+    assert found.error == (None if state is RunState.QUEUED else "DataError: bad row")
+
+
 def test_a_live_heartbeat_is_running_and_done_wins(tmp_path):
     begin_attempt(tmp_path, "local", None)
     with Heartbeat(tmp_path, interval=0.05):

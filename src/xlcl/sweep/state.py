@@ -197,6 +197,9 @@ def run_status(
     state = read_state(run_dir)
     manifest = read_json(run_dir / MANIFEST) or {}
     recorded = RunState(state["state"])
+    in_sweep = (run_dir / STATE).exists()
+    if not in_sweep and manifest.get("status") in _MANIFEST_STATES:
+        recorded = _MANIFEST_STATES[manifest["status"]]  # a run started by `xlcl run`
     last = state["attempts"][-1] if state["attempts"] else {}
     where = f"{last['host']}:{last['pid']}" if last.get("host") else None
     beat = read_json(run_dir / HEARTBEAT)
@@ -223,6 +226,12 @@ def run_status(
         where=where,
         heartbeat_age=age,
     )
+
+
+# How a run with no sweep state (`xlcl run` outside a sweep) ended, from its manifest. A
+# manifest's "running" stays queued: without a heartbeat it cannot be told from a run
+# killed by SIGKILL, and a sweep must not leave such a run alone forever.
+_MANIFEST_STATES = {"failed": RunState.FAILED, "interrupted": RunState.INTERRUPTED}
 
 
 def _alive(beat: dict[str, Any] | None) -> bool:
