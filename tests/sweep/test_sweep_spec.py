@@ -58,7 +58,9 @@ def test_base_path_is_relative_to_the_sweep_file_and_overrides_apply(tmp_path):
     assert [run.order for run in sweep.runs] == [1, 2]
     assert all(run.data.max_train == 10 for run in sweep.runs)
     assert sweep.results == tmp_path / "out"
-    assert load_sweep(path).results == Path("results") / "s"
+    default = load_sweep(path)  # relative to where the driver starts, made absolute
+    assert default.results == Path.cwd() / "results" / "s"
+    assert {run.output_dir for run in default.runs} == {str(Path.cwd() / "results" / "s")}
 
 
 def test_the_paper_sweep_is_the_paper_grid_with_the_paper_configs_run_ids():

@@ -92,8 +92,10 @@ def load_sweep(
     where = results if results is not None else spec.results
     if where is None:
         where = Path("results") / path.stem
-    runs = expand(base, spec.grid, spec.variants, Path(where), source=str(path))
-    return Sweep(runs=runs, results=Path(where), source=str(path))
+    # Absolute: workers (Ray nodes, Slurm jobs) need not start in the driver's directory.
+    where = Path(where).resolve()
+    runs = expand(base, spec.grid, spec.variants, where, source=str(path))
+    return Sweep(runs=runs, results=where, source=str(path))
 
 
 def expand(
