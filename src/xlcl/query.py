@@ -24,7 +24,7 @@ import pandas as pd
 
 from xlcl.store import CURVES, SCORE_COLUMNS, SCORES
 from xlcl.sweep.driver import SweepEntry, sweep_status
-from xlcl.sweep.state import read_json
+from xlcl.sweep.state import RunFileError, read_json
 
 # name: (DuckDB type, meaning)
 RUN_COLUMNS: dict[str, tuple[str, str]] = {
@@ -63,8 +63,12 @@ def connect(results: str | Path) -> duckdb.DuckDBPyConnection:
     results = Path(results)
     if not results.is_dir():
         raise QueryError(f"{results}: no such results directory")
+    try:
+        runs = runs_frame(results)
+    except RunFileError as error:
+        raise QueryError(str(error)) from None
     connection = duckdb.connect()
-    connection.register("runs_frame", runs_frame(results))
+    connection.register("runs_frame", runs)
     typed = ", ".join(
         f'CAST("{name}" AS {kind}) AS "{name}"' for name, (kind, _) in RUN_COLUMNS.items()
     )

@@ -123,3 +123,15 @@ def test_query_of_one_run_directory_lists_that_run_only(tmp_path):
     assert invoke("query", str(one), sql, "--csv").stdout.split() == ["run_id", "aaaaaaaaaaa1"]
     both = invoke("query", str(tmp_path / "runs"), sql, "--csv").stdout.split()
     assert both == ["run_id", "aaaaaaaaaaa1", "aaaaaaaaaaa2"]
+
+
+@pytest.mark.parametrize("damaged", ["scores.parquet", "sweep-state.json"])
+def test_a_damaged_run_file_is_a_one_line_error_naming_it(results, damaged):
+    done = results.results / results.runs[0].run_id
+    (done / damaged).write_bytes(b"not what it should be")
+    for command in (["sweep", "status"], ["query"]):
+        args = [*command, str(results.results)] + (["SELECT 1"] if command == ["query"] else [])
+        outcome = invoke(*args)
+        assert outcome.exit_code == 2, outcome.output
+        assert f"{done / damaged}: cannot be read" in outcome.output
+        assert "Traceback" not in outcome.output

@@ -127,10 +127,11 @@ def status(
 ) -> None:
     """Each run as queued, running, done, failed or interrupted, with progress and errors."""
     from xlcl.sweep import sweep_status
+    from xlcl.sweep.state import RunFileError
 
     try:
         entries = sweep_status(results, stale_after)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, RunFileError) as error:
         fail(str(error))
     _show(entries, results, json_out)
 

@@ -64,12 +64,18 @@ def _stamp(moment: datetime | None = None) -> str:
     return (moment or now()).isoformat(timespec="seconds")
 
 
+class RunFileError(ValueError):
+    """A file of a run directory that exists but cannot be read (damaged from outside)."""
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     """The JSON object in `path`, or None where there is no such file."""
     try:
         loaded = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+    except (OSError, ValueError) as error:  # JSON and UTF-8 decoding errors are ValueErrors
+        raise RunFileError(f"{path}: cannot be read as JSON ({error})") from None
     return loaded if isinstance(loaded, dict) else None
 
 
@@ -261,5 +267,8 @@ def _steps_done(run_dir: Path) -> int | None:
     path = run_dir / SCORES
     if not path.exists():
         return None
-    steps = pq.read_table(path, columns=["step"]).column("step").to_pylist()
+    try:
+        steps = pq.read_table(path, columns=["step"]).column("step").to_pylist()
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise RunFileError(f"{path}: cannot be read as a scores table ({error})") from None
     return max(steps) if steps else None
