@@ -106,3 +106,12 @@ def test_a_kill_while_a_checkpoint_replaces_its_namesake_keeps_the_old_one(
     save(3.0)  # the next save cleans up and replaces it
     assert torch.equal(find().weights()["layer.weight"], torch.full((2, 3), 3.0))
     assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_set_aside_step_checkpoint_is_pruned_like_the_others(tmp_path):
+    save_checkpoint(tmp_path, 0, weights(0.0), "abc", keep=2)
+    parent = tmp_path / "checkpoints"
+    os.replace(parent / "step-0000", parent / ".step-0000.old")  # as a kill between renames
+    for step in (1, 2):
+        save_checkpoint(tmp_path, step, weights(float(step)), "abc", keep=2)
+    assert sorted(p.name for p in parent.iterdir()) == ["step-0001", "step-0002"]

@@ -81,7 +81,7 @@ def save_checkpoint(
     """Write the checkpoint of finished step `step` atomically; prune old ones."""
     parent = run_dir / CHECKPOINTS
     final = _write(parent, f"step-{step:04d}", step, weights, config_hash, train_state=None)
-    for partial in parent.glob("partial-step-*"):
+    for partial in [*parent.glob("partial-step-*"), *parent.glob(".partial-step-*.old")]:
         shutil.rmtree(partial, ignore_errors=True)
     _prune(parent, keep)
     return final
@@ -218,9 +218,12 @@ def _problem(directory: Path) -> str | None:
 
 
 def _prune(parent: Path, keep: int) -> None:
-    complete = sorted(d for d in parent.glob("step-*") if (d / COMPLETE).exists())
-    for directory in complete[:-keep]:
-        shutil.rmtree(directory, ignore_errors=True)
+    """Keep the newest `keep` complete step checkpoints (set-aside ones count as theirs)."""
+    complete = {d.name: d for d in parent.glob("step-*") if (d / COMPLETE).exists()}
+    for aside in parent.glob(".step-*.old"):
+        complete.setdefault(aside.name[1:].removesuffix(".old"), aside)
+    for name in sorted(complete)[:-keep]:
+        shutil.rmtree(complete[name], ignore_errors=True)
 
 
 def _sha256(path: Path) -> str:
