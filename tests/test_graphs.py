@@ -59,7 +59,9 @@ def test_graphed_training_equals_the_plain_loop(en_us, rank):
     assert [r.dev_f1 for r in graphed.epochs] == [r.dev_f1 for r in plain.epochs]
     assert graphed.best_epoch == plain.best_epoch
     for name, weight in weights[False].items():
-        torch.testing.assert_close(weights[True][name], weight, rtol=1e-4, atol=1e-6)
+        # atol: Adam at lr 1e-2 moves a weight by up to 1e-2 an update; rounding apart,
+        # a weight near 0 may differ by 1e-6 between the padded and unpadded passes.
+        torch.testing.assert_close(weights[True][name], weight, rtol=1e-4, atol=1e-5)
     trained = {name: p for name, p in weights[False].items() if "classifier" in name}
     assert trained  # and the training moved them: the comparison is not of two fresh heads
     fresh = build_classifier(str(model_dir), labels, spec, LoraSettings(dropout=0.0), 0)
