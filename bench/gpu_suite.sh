@@ -13,6 +13,8 @@
 #           after a part that writes the XLM-R-base-size model: graphs, eager, lora, trim)
 # lora      SHARED-LoRA-style r16 throughput, eager and graphed (graphs checked)
 # trim      the graphed VANILLA run with the vocabulary trimmed (trim_vocabulary)
+# compile   throughput of torch.compile inside the graphs (the run config refuses the pair
+#           until this is measured; train_step itself takes it)
 # Each part has its own time limit, so a failing part leaves the others' results in OUT.
 set -u
 out=${1:?usage: bench/gpu_suite.sh OUT [PART ...]}
@@ -37,6 +39,7 @@ for part in $parts; do
         lora) gpu lora 120 --models xlm-r-base --lora 16 --cuda-graphs --locales 0 \
             && gpu lora-eager 60 --models xlm-r-base --lora 16 --locales 0 ;;
         trim) gpu trim 120 --models xlm-r-base --samples 2048 --cuda-graphs --trim --locales 2 ;;
+        compile) gpu compile 300 --models xlm-r-base --compile --cuda-graphs --locales 0 ;;
         together)
             timeout 260 python3 bench/bench_scaling.py --model /tmp/xlcl-gpu/xlm-r-base \
                 --parts nonshared --locales 52 --nonshared-utterances 400 \
