@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from massive_fixture import write_massive_dir
 from tiny_models import save_tiny_model
+from xlcl.config import TrainConfig
 from xlcl.data import load_massive, slot_label_names
 from xlcl.encode import EncodedSplit, encode
+from xlcl.train import StepResult, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,6 +25,23 @@ class EnUs(NamedTuple):
     labels: list[str]
     train: EncodedSplit
     dev: EncodedSplit
+
+    def train_step(
+        self, model: torch.nn.Module, config: TrainConfig, seed: int = 0, **kwargs: Any
+    ) -> StepResult:
+        """`xlcl.train.train_step` of `model` on these splits, on the CPU."""
+        return train_step(
+            model,
+            [self.train],
+            [self.dev],
+            self.labels,
+            config,
+            pad_id=1,
+            device=torch.device("cpu"),
+            eval_batch_size=8,
+            seed=seed,
+            **kwargs,
+        )
 
 
 SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "amazon-massive-dataset-1.1.tar.gz"

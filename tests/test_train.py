@@ -5,24 +5,12 @@ from xlcl.classifier import build_classifier, trainable_parameters
 from xlcl.config import LoraSettings, TrainConfig
 from xlcl.evaluate.spans import SpanCounts
 from xlcl.methods import method
-from xlcl.train import TrainState, optimizer_for, train_step
+from xlcl.train import TrainState, optimizer_for
 
 
 def train(model, en_us, epochs, patience, **kwargs):
-    _, labels, train_split, dev_split = en_us
     config = TrainConfig(epochs=epochs, patience=patience, learning_rate=1e-2, batch_size=4)
-    return train_step(
-        model,
-        [train_split],
-        [dev_split],
-        labels,
-        config,
-        pad_id=1,
-        device=torch.device("cpu"),
-        eval_batch_size=8,
-        seed=0,
-        **kwargs,
-    )
+    return en_us.train_step(model, config, **kwargs)
 
 
 def test_early_stopping_restores_the_best_epochs_weights(en_us, monkeypatch):
