@@ -44,6 +44,25 @@ def make_config(tiny_model, massive_dir, tmp_path, method, rank=None, train=None
     return validate_config(raw)
 
 
+SCORE_CELLS = ["step", "eval_locale", "f1", "n_pred"]
+
+
+def assert_same_scores(directory, reference, exact=False):
+    """The two runs' score tables agree cell for cell (`exact`: no float tolerance)."""
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(directory / "scores.parquet")[SCORE_CELLS],
+        pd.read_parquet(reference / "scores.parquet")[SCORE_CELLS],
+        check_exact=exact,
+    )
+
+
+def half_batch_run(tiny_model, massive_dir, tmp_path):
+    """The VANILLA run at batch 2 x accumulation 2: what an out-of-memory retry goes on with."""
+    raw = make_config(tiny_model, massive_dir, tmp_path, "vanilla").model_dump()
+    raw["train"].update(batch_size=2, gradient_accumulation=2)
+    return run(validate_config(raw))
+
+
 def matrix(directory):
     scores = pd.read_parquet(directory / "scores.parquet")
     return scores.pivot(index="step", columns="eval_locale", values="f1")[ORDER]
@@ -199,10 +218,7 @@ def test_trimming_the_vocabulary_leaves_every_score_unchanged(tiny_model, massiv
     assert trimmed != full
     kept = json.loads((trimmed / "vocabulary.json").read_text())["kept"]
     assert 5 < len(kept) < 600  # the fixture uses far fewer pieces than the tokenizer has
-    columns = ["step", "eval_locale", "f1", "n_pred"]
-    a = pd.read_parquet(full / "scores.parquet")[columns]
-    b = pd.read_parquet(trimmed / "scores.parquet")[columns]
-    pd.testing.assert_frame_equal(a, b)
+    assert_same_scores(trimmed, full)
 
 
 def test_out_of_memory_retries_with_half_the_batch_and_twice_the_accumulation(
@@ -226,16 +242,8 @@ def test_out_of_memory_retries_with_half_the_batch_and_twice_the_accumulation(
     assert [r["batch_size"] for r in manifest["oom_retries"]] == [2]
     assert manifest["oom_retries"][0]["step"] == 1
     monkeypatch.setattr(xlcl.protocol, "train_step", real_train_step)
-    same_effective_batch = make_config(tiny_model, massive_dir, tmp_path / "ref", "vanilla")
-    raw = same_effective_batch.model_dump()
-    raw["train"].update(batch_size=2, gradient_accumulation=2)
-    reference = run(validate_config(raw))
-    columns = ["step", "eval_locale", "f1", "n_pred"]
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(directory / "scores.parquet")[columns],
-        pd.read_parquet(reference / "scores.parquet")[columns],
-        check_exact=True,
-    )
+    reference = half_batch_run(tiny_model, massive_dir, tmp_path / "ref")
+    assert_same_scores(directory, reference, exact=True)
 
 
 def test_a_compiled_model_trains_and_saves_under_the_eager_models_names(
@@ -295,14 +303,7 @@ def test_a_run_resumed_after_an_out_of_memory_retry_keeps_the_smaller_batch(
     resumed = run(config)
     assert calls == [(2, 2), (2, 2)]  # steps 2 and 3
     monkeypatch.setattr(xlcl.protocol, "train_step", real_train_step)
-    raw = make_config(tiny_model, massive_dir, tmp_path / "ref", "vanilla").model_dump()
-    raw["train"].update(batch_size=2, gradient_accumulation=2)
-    reference = run(validate_config(raw))
-    columns = ["step", "eval_locale", "f1", "n_pred"]
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(resumed / "scores.parquet")[columns],
-        pd.read_parquet(reference / "scores.parquet")[columns],
-    )
+    assert_same_scores(resumed, half_batch_run(tiny_model, massive_dir, tmp_path / "ref"))
 
 
 def test_an_out_of_memory_retry_after_resuming_inside_a_step_starts_from_the_steps_start(
@@ -343,11 +344,7 @@ def test_an_out_of_memory_retry_after_resuming_inside_a_step_starts_from_the_ste
     plan, calls[:] = {2: "oom"}, []
     reference = run(make_config(tiny_model, massive_dir, tmp_path / "ref", "vanilla", **inside))
     assert calls == [4, 4, 2, 2]
-    columns = ["step", "eval_locale", "f1", "n_pred"]
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(resumed / "scores.parquet")[columns],
-        pd.read_parquet(reference / "scores.parquet")[columns],
-    )
+    assert_same_scores(resumed, reference)
 
 
 def test_graphed_updates_give_the_plain_runs_scores(tiny_model, massive_dir, tmp_path):
