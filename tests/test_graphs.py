@@ -73,20 +73,12 @@ def test_collate_pads_to_a_multiple_with_masked_ignored_positions():
 
 
 def test_graphed_updates_refuse_a_width_that_is_not_a_multiple(en_us):
-    model_dir, labels, train_split, _ = en_us
-    model = build_classifier(str(model_dir), labels, method("vanilla"), LoraSettings(), 0)
-    config = TrainConfig(epochs=1, patience=1, learning_rate=1e-3)
-    named = trainable_parameters(model)
-    optimizer, _ = optimizer_for(named, config, 10, capturable=True)
-    updates = GraphedUpdates(
-        model,
-        [p for _, p in named],
-        optimizer,
-        max_grad_norm=1.0,
-        autocast=lambda: torch.autocast("cpu", enabled=False),
-        device=torch.device("cpu"),
-    )
-    batch = collate(train_split.input_ids[:2], train_split.labels[:2], pad_id=1)
+    def update(batch):
+        raise AssertionError("a batch of the wrong width reached the update")
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+    updates = GraphedUpdates(update, optimizer, torch.device("cpu"))
+    batch = collate(en_us.train.input_ids[:2], en_us.train.labels[:2], pad_id=1)
     width = batch.input_ids.shape[1]
     assert width % WIDTH_STEP  # the fixture's two first utterances: not a multiple
     with pytest.raises(ValueError, match=f"batch width {width} is not a multiple of 8"):

@@ -21,8 +21,7 @@ check, without a GPU, that graphed training equals the plain loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 
 import torch
 
@@ -34,22 +33,21 @@ Outputs = tuple[torch.Tensor, torch.Tensor]  # loss, non-finite gradient norm
 
 
 class GraphedUpdates:
-    """Optimizer updates on full batches, each replayed from its width's CUDA graph."""
+    """Optimizer updates on full batches, each replayed from its width's CUDA graph.
+
+    `update` is one update on static buffers (forward, backward, clipping, AdamW; device
+    work only): what each graph records, and what runs eagerly for the warm-ups and on a
+    CPU. It starts from no gradients; `optimizer` clears them around eager updates.
+    """
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        parameters: Sequence[torch.nn.Parameter],
+        update: Callable[[Batch], Outputs],
         optimizer: torch.optim.Optimizer,
-        max_grad_norm: float,
-        autocast: Callable[[], AbstractContextManager[object]],
         device: torch.device,
     ) -> None:
-        self.model = model
-        self.parameters = list(parameters)
+        self._update = update
         self.optimizer = optimizer
-        self.max_grad_norm = max_grad_norm
-        self.autocast = autocast
         self.device = device
         self.capture = device.type == "cuda"
         self._inputs: dict[int, Batch] = {}
@@ -84,19 +82,6 @@ class GraphedUpdates:
         graph, outputs = self._graphs[width]
         graph.replay()
         return outputs
-
-    def _update(self, inputs: Batch) -> Outputs:
-        """What a graph records: forward, backward, clipping, AdamW (no schedule step)."""
-        with self.autocast():
-            loss = self.model(
-                input_ids=inputs.input_ids,
-                attention_mask=inputs.attention_mask,
-                labels=inputs.labels,
-            ).loss
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm, foreach=True)
-        self.optimizer.step()
-        return loss.detach(), ~torch.isfinite(norm)
 
     def _eager(self, inputs: Batch) -> Outputs:
         self.optimizer.zero_grad(set_to_none=True)

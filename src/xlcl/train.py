@@ -111,10 +111,21 @@ def apply_update(
     Returns whether the gradient norm was non-finite, as a tensor on the device: reading
     it would synchronise with the device, so callers check it once an epoch.
     """
-    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm, foreach=True)
-    optimizer.step()
+    non_finite = clip_and_step(parameters, optimizer, max_grad_norm)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    return non_finite
+
+
+def clip_and_step(
+    parameters: Sequence[torch.nn.Parameter], optimizer: torch.optim.Optimizer, max_grad_norm: float
+) -> torch.Tensor:
+    """Clip the gradients and step the optimizer; whether the norm was non-finite (device).
+
+    Device work only, so a CUDA graph can record it (the schedule steps on the host).
+    """
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm, foreach=True)
+    optimizer.step()
     return ~torch.isfinite(grad_norm)
 
 
@@ -222,18 +233,15 @@ def train_step(
         epoch_batches(train, config.batch_size, rng)
     result = state.result
     autocast = mixed_precision(config.precision, device)
-    graphed = (
-        GraphedUpdates(
-            model,
-            parameters,
-            optimizer,
-            config.max_grad_norm,
-            lambda: mixed_precision(config.precision, device, cache=False),
-            device,
-        )
-        if graphs
-        else None
-    )
+    graphed = None
+    if graphs:
+        uncached = mixed_precision(config.precision, device, cache=False)  # capture needs it
+
+        def one_update(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+            loss = _forward_backward(model, batch, uncached, accumulation=1)
+            return loss, clip_and_step(parameters, optimizer, config.max_grad_norm)
+
+        graphed = GraphedUpdates(one_update, optimizer, device)
     while state.epoch <= config.epochs:
         started = time.perf_counter()
         model.train()
