@@ -122,14 +122,13 @@ def throughput(
         compile=compile_model,
         cuda_graphs=cuda_graphs,
     )
-    names = LABEL_NAMES
     common = dict(pad_id=1, device=device, eval_batch_size=256)
-    train_step(model, [split], [dev], names, train, seed=0, **common)  # warm-up
+    train_step(model, [split], [dev], LABEL_NAMES, train, seed=0, **common)  # warm-up
     synchronize(device)
     started = time.perf_counter()
     repeats = 2
     for seed in range(repeats):
-        train_step(model, [split], [dev], names, train, seed=seed + 1, **common)
+        train_step(model, [split], [dev], LABEL_NAMES, train, seed=seed + 1, **common)
     synchronize(device)
     seconds = (time.perf_counter() - started) / repeats
     tokens = float(split.lengths.sum())
