@@ -15,9 +15,10 @@ XLM-R tokenizer files in ``gpu/``)::
    timed apart) give the cost of the full 52-step run (10 epochs a step, the 53 x 52
    matrix), which is extrapolated and reported as such.
 
-``--lora N`` measures LoRA rank N (PEFT, as xlcl wraps the model) instead of full
-fine-tuning, ``--trim`` trims the run's vocabulary (``trim_vocabulary``), ``--locales 0``
-skips the run. ``--cuda-graphs`` trains with ``train.cuda_graphs`` (one CUDA graph per
+``--lora N`` measures LoRA rank N (PEFT, as xlcl wraps the model, the frozen base stored
+in bf16; ``--fp32-base`` keeps it in fp32, for comparison) instead of full fine-tuning,
+``--trim`` trims the run's vocabulary (``trim_vocabulary``), ``--locales 0`` skips the
+run. ``--cuda-graphs`` trains with ``train.cuda_graphs`` (one CUDA graph per
 padded batch width) and first checks that graphed training matches eager training on the
 GPU: the same 64 updates (at most) from the same weights, dropout off, compared by loss and
 weights. Results go to ``OUT/gpu.json``.
@@ -38,11 +39,11 @@ import torch
 from peft import get_peft_model
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PretrainedConfig
 
-from xlcl.classifier import lora_config
+from xlcl.classifier import lora_config, store_frozen_linears_in_bf16
 from xlcl.config import LoraSettings, TrainConfig, validate_config
 from xlcl.data import ORDERS, load_massive, slot_label_names
 from xlcl.encode import EncodedSplit, encode
-from xlcl.evaluate.scoring import score_splits
+from xlcl.evaluate.scoring import score_splits, uses_bf16
 from xlcl.params import E5_SMALL, XLMR_BASE
 from xlcl.protocol import run
 from xlcl.train import train_step
@@ -74,14 +75,24 @@ def flops_per_token(config: PretrainedConfig, length: float, lora: bool = False)
     return (4 if lora else 6) * matmul + 3 * attention
 
 
-def load_model(directory: Path, lora_rank: int | None, dropout: bool = True) -> torch.nn.Module:
-    """The saved random-weight model; with `lora_rank`, wrapped as xlcl wraps it (PEFT)."""
+def load_model(
+    directory: Path,
+    device: torch.device,
+    lora_rank: int | None,
+    dropout: bool = True,
+    bf16_base: bool = True,
+) -> torch.nn.Module:
+    """The saved random-weight model on `device`; with `lora_rank`, wrapped as xlcl wraps
+    it (PEFT; with `bf16_base`, the frozen base stored in bf16 where autocast runs)."""
     off = {} if dropout else {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     model = AutoModelForTokenClassification.from_pretrained(directory, num_labels=LABELS, **off)
     if lora_rank is None:
-        return model
+        return model.to(device)
     settings = LoraSettings() if dropout else LoraSettings(dropout=0.0)
-    return get_peft_model(model, lora_config(lora_rank, settings))
+    model = get_peft_model(model, lora_config(lora_rank, settings)).to(device)
+    if bf16_base and uses_bf16("auto", device):
+        store_frozen_linears_in_bf16(model)
+    return model
 
 
 def synthetic_splits(lengths: np.ndarray, samples: int) -> tuple[EncodedSplit, EncodedSplit]:
@@ -108,10 +119,11 @@ def throughput(
     compile_model: bool,
     cuda_graphs: bool,
     lora_rank: int | None,
+    bf16_base: bool,
 ) -> dict[str, float]:
     """Samples/s and MFU of `train_step` on synthetic utterances of real MASSIVE lengths."""
     split, dev = synthetic_splits(lengths, samples)
-    model = load_model(directory, lora_rank).to(device)
+    model = load_model(directory, device, lora_rank, bf16_base=bf16_base)
     if compile_model:
         model.compile(dynamic=True)
     train = TrainConfig(
@@ -154,7 +166,7 @@ def graphs_against_eager(
     trained = {}
     for graphs in (False, True):
         torch.manual_seed(0)  # the same LoRA initialisation
-        model = load_model(directory, lora_rank, dropout=False).to(device)
+        model = load_model(directory, device, lora_rank, dropout=False)
         train = TrainConfig(
             epochs=1, patience=1, learning_rate=5e-5, batch_size=32, cuda_graphs=graphs
         )
@@ -288,6 +300,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["e5-small", "xlm-r-base"])
     parser.add_argument("--lora", type=int, default=None, help="throughput of LoRA rank N")
     parser.add_argument("--trim", action="store_true", help="the run trims the vocabulary")
+    parser.add_argument(
+        "--fp32-base", action="store_true", help="LoRA: keep the frozen base in fp32"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -305,6 +320,7 @@ def main() -> None:
         "compile": args.compile,
         "cuda_graphs": args.cuda_graphs,
         "lora_rank": args.lora,
+        "lora_base": "fp32" if args.fp32_base else "bf16",
         "trim_vocabulary": args.trim,
     }
     presets = {"e5-small": E5_SMALL, "xlm-r-base": XLMR_BASE}
@@ -326,6 +342,7 @@ def main() -> None:
             args.compile,
             args.cuda_graphs,
             args.lora,
+            not args.fp32_base,
         )
         print(name, results[f"throughput/{name}"], flush=True)
         (args.out / "gpu.json").write_text(json.dumps(results, indent=2))

@@ -11,7 +11,8 @@
 # eager     the same without graphs, on the same machine
 # together  the 52 NON-SHARED LoRA adapters trained one by one and together (4 minutes;
 #           after a part that writes the XLM-R-base-size model: graphs, eager, lora, trim)
-# lora      SHARED-LoRA-style r16 throughput, eager and graphed (graphs checked)
+# lora      SHARED-LoRA-style r16 throughput, graphed (graphs checked) and eager, the
+#           frozen base in bf16 as xlcl stores it; graphed again with it in fp32
 # trim      the graphed VANILLA run with the vocabulary trimmed (trim_vocabulary)
 # compile   throughput of torch.compile inside the graphs (the run config refuses the pair
 #           until this is measured; train_step itself takes it)
@@ -37,9 +38,11 @@ for part in $parts; do
         graphs) gpu graphs 180 --cuda-graphs --locales 2 ;;
         eager) gpu eager 120 --locales 1 ;;
         lora) gpu lora 120 --models xlm-r-base --lora 16 --cuda-graphs --locales 0 \
-            && gpu lora-eager 60 --models xlm-r-base --lora 16 --locales 0 ;;
+            && gpu lora-eager 60 --models xlm-r-base --lora 16 --locales 0 \
+            && gpu lora-fp32-base 60 --models xlm-r-base --lora 16 --cuda-graphs \
+                --fp32-base --locales 0 ;;
         trim) gpu trim 120 --models xlm-r-base --samples 2048 --cuda-graphs --trim --locales 2 ;;
-        compile) gpu compile 300 --models xlm-r-base --compile --cuda-graphs --locales 0 ;;
+        compile) gpu compile 180 --models xlm-r-base --compile --cuda-graphs --locales 0 ;;
         together)
             timeout 260 python3 bench/bench_scaling.py --model /tmp/xlcl-gpu/xlm-r-base \
                 --parts nonshared --locales 52 --nonshared-utterances 400 \

@@ -378,3 +378,26 @@ def test_graphed_updates_give_the_plain_runs_scores(tiny_model, massive_dir, tmp
     plain, graphed = matrix(runs[False]), matrix(runs[True])
     assert graphed.equals(plain)
     assert (runs[True] / "adapters" / "de-DE" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("method", "together"), [("shared-lora", False), ("nonshared-lora", True)])
+def test_a_lora_run_in_bf16_stores_its_frozen_base_in_bf16_with_the_same_scores(
+    tiny_model, massive_dir, tmp_path, monkeypatch, method, together
+):
+    train = {"precision": "bf16", "adapters_together": together}
+    stored = []
+    real_store = xlcl.protocol.store_frozen_linears_in_bf16
+
+    def counting_store(model):
+        stored.append(real_store(model))
+        return stored[-1]
+
+    monkeypatch.setattr(xlcl.protocol, "store_frozen_linears_in_bf16", counting_store)
+    directory = run(make_config(tiny_model, massive_dir, tmp_path, method, 4, train=train))
+    assert stored and set(stored) == {2 * 6}  # every fresh model's frozen linear layers
+    adapter = "en-US" if together else "shared"
+    saved = load_file(directory / "adapters" / adapter / "adapter_model.safetensors")
+    assert {weight.dtype for weight in saved.values()} == {torch.float32}  # adapter and head
+    monkeypatch.setattr(xlcl.protocol, "store_frozen_linears_in_bf16", lambda model: 0)
+    reference = run(make_config(tiny_model, massive_dir, tmp_path / "ref", method, 4, train=train))
+    assert_same_scores(directory, reference, exact=True)

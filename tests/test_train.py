@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from xlcl.classifier import build_classifier, trainable_parameters
+from xlcl.classifier import build_classifier, store_frozen_linears_in_bf16, trainable_parameters
 from xlcl.config import LoraSettings, TrainConfig
 from xlcl.evaluate.spans import SpanCounts
 from xlcl.methods import method
@@ -90,3 +90,28 @@ def test_a_train_state_keeps_the_gpu_generators_through_a_weights_only_load(tmp_
     older = state.to_dict()
     del older["cuda_rng"]  # a checkpoint written before xlcl saved them
     assert TrainState.from_dict(older).cuda_rng is None
+
+
+def test_a_lora_base_stored_in_bf16_trains_bit_for_bit_as_under_autocast(en_us):
+    model_dir, labels, *_ = en_us
+    config = TrainConfig(epochs=2, patience=2, learning_rate=1e-2, batch_size=4, precision="bf16")
+    results, weights = [], []
+    for stored_in_bf16 in (False, True):
+        model = build_classifier(
+            str(model_dir), labels, method("shared-lora", 4), LoraSettings(), 0
+        )
+        if stored_in_bf16:
+            # 2 layers x (query, key, value, attention output, intermediate, output)
+            assert store_frozen_linears_in_bf16(model) == 2 * 6
+            dtypes = {p.dtype for n, p in model.named_parameters() if "base_layer" in n}
+            assert dtypes == {torch.bfloat16}
+            assert {p.dtype for _, p in trainable_parameters(model)} == {torch.float32}
+            assert model.base_model.model.roberta.embeddings.word_embeddings.weight.dtype == (
+                torch.float32
+            )
+        results.append(en_us.train_step(model, config))
+        weights.append({n: p.detach().clone() for n, p in trainable_parameters(model)})
+    assert [r.train_loss for r in results[1].epochs] == [r.train_loss for r in results[0].epochs]
+    assert [r.dev_f1 for r in results[1].epochs] == [r.dev_f1 for r in results[0].epochs]
+    for name, weight in weights[0].items():
+        assert torch.equal(weights[1][name], weight), name

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from peft.tuners.lora import LoraLayer
 from transformers import AutoModelForTokenClassification, PreTrainedModel
 
 from xlcl.config import LoraSettings
@@ -62,6 +63,28 @@ def build_classifier(
             "ignore", message=".*gradient_checkpointing", category=FutureWarning
         )
         return get_peft_model(model, lora_config(method.rank, lora))
+
+
+def store_frozen_linears_in_bf16(model: torch.nn.Module) -> int:
+    """Keep the weight and bias of every LoRA layer's frozen base in bf16; how many layers.
+
+    For a model that runs under bf16 autocast only: autocast casts a linear layer's weight
+    and bias to bf16 at every call, so storing the frozen ones in bf16 gives the same bits
+    without the casts (a CUDA graph, captured without autocast's cache, and the CPU would
+    otherwise cast the whole base every forward pass) and halves the base's memory. The
+    adapters, the heads (and the original head PEFT keeps, which new adapters' heads copy),
+    embeddings and LayerNorms keep their dtype.
+    """
+    frozen = [
+        layer.base_layer
+        for layer in model.modules()
+        if isinstance(layer, LoraLayer)
+        and isinstance(layer.base_layer, torch.nn.Linear)
+        and not any(p.requires_grad for p in layer.base_layer.parameters())
+    ]
+    for base in frozen:
+        base.to(torch.bfloat16)
+    return len(frozen)
 
 
 def save_adapter(model: torch.nn.Module, directory: Path, adapter: str | None = None) -> None:

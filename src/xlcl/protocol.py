@@ -35,11 +35,16 @@ from xlcl.checkpoint import (
     save_checkpoint,
     save_partial,
 )
-from xlcl.classifier import build_classifier, save_adapter, trainable_parameters
+from xlcl.classifier import (
+    build_classifier,
+    save_adapter,
+    store_frozen_linears_in_bf16,
+    trainable_parameters,
+)
 from xlcl.config import RunConfig, TrainConfig
 from xlcl.data import SPLITS, DataError, MassiveData, load_massive, resolve_order, slot_label_names
 from xlcl.encode import EncodedSplit, encode
-from xlcl.evaluate.scoring import score_splits
+from xlcl.evaluate.scoring import score_splits, uses_bf16
 from xlcl.methods import Schedule
 from xlcl.models import VocabularyTrim, resolve_model
 from xlcl.progress import Reporter, Silent
@@ -108,6 +113,8 @@ class _Run:
             trim=self.trim,
         )
         model.to(self.device)
+        if self.config.method_spec.lora and uses_bf16(self.train_config.precision, self.device):
+            store_frozen_linears_in_bf16(model)
         if self.config.train.compile:
             # In place: the module keeps its type and parameter names (adapters, checkpoints).
             model.compile(dynamic=True)

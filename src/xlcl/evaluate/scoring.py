@@ -19,8 +19,13 @@ def mixed_precision(precision: str, device: torch.device, cache: bool = True) ->
     `cache` keeps a weight's bf16 copy from the forward pass for the backward pass; a CUDA
     graph capture needs it off.
     """
-    enabled = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    enabled = uses_bf16(precision, device)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=cache)
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether `precision` means bf16 autocast on `device` (``auto``: on a GPU only)."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
 @torch.no_grad()
