@@ -1,6 +1,7 @@
 """.venv/bin/python bench/bench_trainer.py [--repeats 1] [--epochs 3] [--threads 2]
 
-Other options: ``--max-train 400 --max-dev 100 --max-test 100 --output FILE.md``.
+Other options: ``--max-train 400 --max-dev 100 --max-test 100 --output FILE.md``,
+``--methods`` and ``--systems`` (subsets, by name; default all).
 
 MASSIVE comes from ``$XLCL_MASSIVE``, else from
 ``../shared/data/amazon-massive-dataset-1.1.tar.gz`` next to the repository; the report
@@ -18,12 +19,17 @@ epoch) and the same score matrix: every locale's test set before training (row 0
 after each step, word-level span F1 (seqeval's default mode).
 
 Two methods, VANILLA (full fine-tuning, lr 1e-4) and SHARED LoRA r=16 (alpha 4, dropout 0,
-adapter lr 2e-3), and three systems: xlcl with ``trim_vocabulary: true``, xlcl without it
-(where the gain comes from), and the baseline. Each experiment runs in its own
-subprocess, one after another (never two at a time): wall time includes reading MASSIVE,
+adapter lr 2e-3), and six systems: xlcl with ``trim_vocabulary: true``, xlcl without it
+(where the gain comes from), the baseline, xlcl (trimmed) and the baseline again under
+bf16 autocast on the CPU (``precision: bf16``; ``TrainingArguments(bf16=True)``), which
+runs matrix products on the bf16 units of CPUs that have them (AMX, AVX512-BF16), and xlcl
+(trimmed) with random batches instead of length-bucketed ones (``bucket_window: 1``, as
+the Trainer batches). Each system's speed-up is given against the fp32 baseline and
+against the baseline at its own precision. Each experiment runs in its own subprocess,
+one after another (never two at a time): wall time includes reading MASSIVE,
 tokenizing, loading the model, training, evaluating and whatever each system writes to
 disk, but not starting Python; peak memory is the subprocess's peak RSS (``os.wait4``).
-Runs are interleaved (xlcl, no trim, baseline; then the reverse order) and repeated;
+Runs are interleaved (the systems in the order above, then in reverse) and repeated;
 repeat ``r`` uses seed ``42 + r`` for every system, so the spread of F1 over repeats is
 the seed noise that F1 differences are judged against. Every run gets ``--threads`` torch
 threads (``OMP_NUM_THREADS``; default 2, one per core of a 2-core machine, as runs never
@@ -49,8 +55,32 @@ from pathlib import Path
 import torch
 from hf_trainer_baseline import ARCHIVE, Experiment, Outcome, run_baseline
 
-SYSTEMS = ("xlcl", "xlcl, no trim", "HF Trainer")
-BASELINE = "HF Trainer"
+from xlcl.encode import BUCKET_WINDOW
+
+
+@dataclass(frozen=True)
+class System:
+    """Who runs the experiment (xlcl or the Trainer baseline), and how."""
+
+    runner: str  # "xlcl" or "trainer"
+    trim: bool = False  # xlcl's trim_vocabulary
+    precision: str = "fp32"  # "bf16": autocast on the CPU, for both systems
+    bucket_window: int = BUCKET_WINDOW  # xlcl's train.bucket_window; 1: random batches
+
+    @property
+    def baseline(self) -> str:
+        """The Trainer system at this system's precision, which its speed-up is against."""
+        return "HF Trainer, bf16" if self.precision == "bf16" else "HF Trainer"
+
+
+SYSTEMS = {
+    "xlcl": System("xlcl", trim=True),
+    "xlcl, no trim": System("xlcl"),
+    "HF Trainer": System("trainer"),
+    "xlcl, bf16": System("xlcl", trim=True, precision="bf16"),
+    "HF Trainer, bf16": System("trainer", precision="bf16"),
+    "xlcl, random batches": System("xlcl", trim=True, bucket_window=1),
+}
 METHODS = {"VANILLA": (None, 1e-4), "SHARED LoRA r=16": (16, 2e-3)}
 LOCALES = ("en-US", "ru-RU", "th-TH")
 
@@ -73,7 +103,7 @@ class Measurement:
         return statistics.fmean(self.f1[-1])
 
 
-def run_xlcl(experiment: Experiment, trim: bool) -> Outcome:
+def run_xlcl(experiment: Experiment, system: System) -> Outcome:
     """The same experiment through ``xlcl.protocol.run``; the matrix from its scores file."""
     import pandas as pd
 
@@ -89,7 +119,7 @@ def run_xlcl(experiment: Experiment, trim: bool) -> Outcome:
                 "method": "vanilla" if experiment.rank is None else "shared-lora",
                 "rank": experiment.rank,
                 "order": list(experiment.locales),
-                "trim_vocabulary": trim,
+                "trim_vocabulary": system.trim,
                 "data": {
                     "source": experiment.archive,
                     "max_train": experiment.max_train,
@@ -103,10 +133,11 @@ def run_xlcl(experiment: Experiment, trim: bool) -> Outcome:
                     "head_learning_rate": experiment.head_learning_rate,
                     "warmup_ratio": experiment.warmup_ratio,
                     "batch_size": experiment.batch_size,
+                    "bucket_window": system.bucket_window,
                     "weight_decay": experiment.weight_decay,
                     "max_length": experiment.max_length,
                     "seed": experiment.seed,
-                    "precision": "fp32",
+                    "precision": experiment.precision,
                     "device": "cpu",
                 },
                 "lora": {"alpha": experiment.lora_alpha, "dropout": experiment.lora_dropout},
@@ -120,12 +151,14 @@ def run_xlcl(experiment: Experiment, trim: bool) -> Outcome:
     return Outcome(matrix[list(experiment.locales)].to_numpy().tolist(), seconds)
 
 
-def child(system: str, experiment: Experiment, result: Path) -> None:
+def child(name: str, experiment: Experiment, result: Path) -> None:
     """Run one experiment in this (sub)process and write its outcome as JSON."""
-    if system == BASELINE:
+    system = SYSTEMS[name]
+    experiment = replace(experiment, precision=system.precision)
+    if system.runner == "trainer":
         outcome = run_baseline(experiment)
     else:
-        outcome = run_xlcl(experiment, trim=system == "xlcl")
+        outcome = run_xlcl(experiment, system)
     result.write_text(json.dumps(asdict(outcome)))
 
 
@@ -166,9 +199,12 @@ def report(measurements: list[Measurement], settings: str) -> str:
         "Medians over repeats; F1 is the mean of the final row (every locale after the whole "
         "order), mean ± half-range over the repeats' seeds.",
         "",
-        "| method | system | wall (s) | process (s) | speed-up vs HF Trainer | peak RSS (MB) "
-        "| final-row F1 | per repeat (s) |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "Speed-ups are against the HF Trainer in fp32 and against the Trainer at the "
+        "system's own precision (bf16: autocast on the CPU, `TrainingArguments(bf16=True)`).",
+        "",
+        "| method | system | wall (s) | process (s) | speed-up vs HF Trainer "
+        "| vs Trainer, same precision | peak RSS (MB) | final-row F1 | per repeat (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     matrices = []
     for method in METHODS:
@@ -176,21 +212,30 @@ def report(measurements: list[Measurement], settings: str) -> str:
             system: [m for m in measurements if m.method == method and m.system == system]
             for system in SYSTEMS
         }
-        baseline_s = statistics.median(m.experiment_s for m in rows[BASELINE])
-        for system, runs in rows.items():
-            wall = statistics.median(m.experiment_s for m in runs)
+        wall = {
+            system: statistics.median(m.experiment_s for m in runs)
+            for system, runs in rows.items()
+            if runs
+        }
+        for system in wall:
+            runs = rows[system]
             finals = [m.final_f1 for m in runs]
             spread = (max(finals) - min(finals)) / 2
             lines.append(
-                f"| {method} | {system} | {wall:.1f} "
+                f"| {method} | {system} | {wall[system]:.1f} "
                 f"| {statistics.median(m.process_s for m in runs):.1f} "
-                f"| {baseline_s / wall:.2f}× "
+                f"| {_speed_up(wall, system, 'HF Trainer')} "
+                f"| {_speed_up(wall, system, SYSTEMS[system].baseline)} "
                 f"| {statistics.median(m.peak_rss_mb for m in runs):,.0f} "
                 f"| {statistics.fmean(finals):.3f} ± {spread:.3f} "
                 f"| {', '.join(f'{m.experiment_s:.0f}' for m in runs)} |"
             )
             matrices.append(_matrix(method, system, runs[0]))
     return "\n".join([*lines, "", "## Score matrices (span F1, first repeat)", "", *matrices])
+
+
+def _speed_up(wall: dict[str, float], system: str, baseline: str) -> str:
+    return f"{wall[baseline] / wall[system]:.2f}×" if baseline in wall else "–"
 
 
 def _matrix(method: str, system: str, measurement: Measurement) -> str:
@@ -211,6 +256,8 @@ def main() -> None:
     parser.add_argument("--max-test", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each run")
     parser.add_argument("--output", type=Path, default=Path("bench/results/cpu_trainer.md"))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--experiment", help=argparse.SUPPRESS)
@@ -248,8 +295,9 @@ def main() -> None:
     measurements = []
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as scratch:
         for repeat in range(args.repeats):
-            order = SYSTEMS if repeat % 2 == 0 else SYSTEMS[::-1]
-            for method, (rank, learning_rate) in METHODS.items():
+            order = args.systems if repeat % 2 == 0 else args.systems[::-1]
+            for method in args.methods:
+                rank, learning_rate = METHODS[method]
                 experiment = replace(
                     base, rank=rank, learning_rate=learning_rate, seed=base.seed + repeat
                 )

@@ -62,3 +62,15 @@ def test_bucketed_batches_cover_every_index_once_and_group_lengths():
     assert sorted(np.concatenate(training).tolist()) == list(range(10))
     again = bucketed_batches(lengths, 3, rng=np.random.default_rng(0))
     assert [b.tolist() for b in training] == [b.tolist() for b in again]
+
+
+def test_a_bucket_window_of_one_batch_gives_random_batches():
+    lengths = np.arange(1, 41)
+    shuffled = np.random.default_rng(3).permutation(40)
+    random = bucketed_batches(lengths, 4, rng=np.random.default_rng(3), window=1)
+    # the batches of the shuffled epoch, each sorted by length, in a shuffled order
+    expected = {tuple(sorted(shuffled[i : i + 4].tolist())) for i in range(0, 40, 4)}
+    assert {tuple(sorted(b.tolist())) for b in random} == expected
+    bucketed = bucketed_batches(lengths, 4, rng=np.random.default_rng(3))
+    # one window holds the whole epoch: each batch is 4 consecutive lengths
+    assert all(b.max() - b.min() == 3 for b in (lengths[i] for i in bucketed))

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from xlcl.encode import BUCKET_WINDOW
 from xlcl.methods import Method, Schedule, method
 
 # Learning rates: the paper's values were lost in extraction; it says the runs without LoRA
@@ -53,6 +54,12 @@ class TrainConfig(_Section):
         None, gt=0, description="the classification head's rate; None = learning_rate"
     )
     batch_size: int = Field(32, ge=1)
+    bucket_window: int = Field(
+        BUCKET_WINDOW,
+        ge=1,
+        description="batches of similar length are formed within windows of this many "
+        "batches of the shuffled epoch (less padding); 1 = random batches",
+    )
     gradient_accumulation: int = Field(1, ge=1, description="micro-batches per update")
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)

@@ -132,36 +132,47 @@ def collate(
     return Batch(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(targets))
 
 
+BUCKET_WINDOW = 50  # batches sorted by length together; `TrainConfig.bucket_window`
+
+
 def bucketed_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None
+    lengths: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator | None,
+    window: int = BUCKET_WINDOW,
 ) -> list[np.ndarray]:
     """Index batches of similar length.
 
-    With `rng` (training): shuffle, sort within windows of 50 batches, shuffle the batches.
+    With `rng` (training): shuffle, sort within windows of `window` batches, shuffle the
+    batches (``window=1``: random batches, only padded to their own longest utterance).
     Without (evaluation): sorted by length, deterministic.
     """
     if rng is None:
         order = np.argsort(lengths, kind="stable")
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     order = rng.permutation(len(lengths))
-    window = batch_size * 50
+    span = batch_size * window  # utterances sorted together
     batches: list[np.ndarray] = []
-    for start in range(0, len(order), window):
-        chunk = order[start : start + window]
+    for start in range(0, len(order), span):
+        chunk = order[start : start + span]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def epoch_batches(
-    splits: Sequence[EncodedSplit], batch_size: int, rng: np.random.Generator | None
+    splits: Sequence[EncodedSplit],
+    batch_size: int,
+    rng: np.random.Generator | None,
+    window: int = BUCKET_WINDOW,
 ) -> list[np.ndarray]:
     """One epoch's batches over the union of `splits`, as indices into their concatenation.
 
-    MULTI trains on all locales at once; the others pass one split.
+    MULTI trains on all locales at once; the others pass one split. `window`: see
+    `bucketed_batches`.
     """
     lengths = np.concatenate([split.lengths for split in splits])
-    return bucketed_batches(lengths, batch_size, rng)
+    return bucketed_batches(lengths, batch_size, rng, window)
 
 
 def collate_batch(

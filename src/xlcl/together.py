@@ -267,7 +267,9 @@ class _Together:
     def start_epoch(self, adapter: _Adapter) -> None:
         """Draw the adapter's next epoch of batches from its own generator."""
         adapter.epoch += 1
-        adapter.batches = epoch_batches([adapter.train], self.config.batch_size, adapter.rng)
+        adapter.batches = epoch_batches(
+            [adapter.train], self.config.batch_size, adapter.rng, self.config.bucket_window
+        )
         adapter.position = 0
         adapter.loss_sum.zero_()
         adapter.started = time.perf_counter()

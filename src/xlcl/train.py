@@ -230,7 +230,7 @@ def train_step(
         if resume.cuda_rng is not None and device.type == "cuda":
             torch.cuda.set_rng_state_all(resume.cuda_rng)
     for _ in range(1, state.epoch):  # replay the batch orders of finished epochs
-        epoch_batches(train, config.batch_size, rng)
+        epoch_batches(train, config.batch_size, rng, config.bucket_window)
     result = state.result
     autocast = mixed_precision(config.precision, device)
     graphed = None
@@ -248,7 +248,7 @@ def train_step(
         loss_sum = torch.tensor(state.loss_sum, device=device)
         # Checked when the epoch ends, not after every update: no host-device sync per batch.
         non_finite = torch.zeros((), dtype=torch.bool, device=device)
-        batches = epoch_batches(train, config.batch_size, rng)
+        batches = epoch_batches(train, config.batch_size, rng, config.bucket_window)
         for index in range(state.batches_done, len(batches)):
             finished = index + 1
             if graphed is not None and len(batches[index]) == config.batch_size:
