@@ -14,8 +14,8 @@
 # lora      SHARED-LoRA-style r16 throughput, graphed (graphs checked) and eager, the
 #           frozen base in bf16 as xlcl stores it; graphed again with it in fp32
 # trim      the graphed VANILLA run with the vocabulary trimmed (trim_vocabulary)
-# compile   throughput of torch.compile inside the graphs (the run config refuses the pair
-#           until this is measured; train_step itself takes it)
+# compile   throughput of torch.compile inside the graphs (about 3 minutes of compiling;
+#           the run config refuses the pair, train_step itself takes it)
 # Each part has its own time limit, so a failing part leaves the others' results in OUT.
 set -u
 out=${1:?usage: bench/gpu_suite.sh OUT [PART ...]}
@@ -38,11 +38,12 @@ for part in $parts; do
         graphs) gpu graphs 180 --cuda-graphs --locales 2 ;;
         eager) gpu eager 120 --locales 1 ;;
         lora) gpu lora 120 --models xlm-r-base --lora 16 --cuda-graphs --locales 0 \
-            && gpu lora-eager 60 --models xlm-r-base --lora 16 --locales 0 \
+            && gpu lora-eager 120 --models xlm-r-base --lora 16 --locales 0 \
             && gpu lora-fp32-base 60 --models xlm-r-base --lora 16 --cuda-graphs \
                 --fp32-base --locales 0 ;;
         trim) gpu trim 120 --models xlm-r-base --samples 2048 --cuda-graphs --trim --locales 2 ;;
-        compile) gpu compile 180 --models xlm-r-base --compile --cuda-graphs --locales 0 ;;
+        compile) gpu compile 330 --models xlm-r-base --compile --cuda-graphs --samples 2048 \
+            --locales 0 ;;
         together)
             timeout 260 python3 bench/bench_scaling.py --model /tmp/xlcl-gpu/xlm-r-base \
                 --parts nonshared --locales 52 --nonshared-utterances 400 \

@@ -70,8 +70,8 @@ def store_frozen_linears_in_bf16(model: torch.nn.Module) -> int:
 
     For a model that runs under bf16 autocast only: autocast casts a linear layer's weight
     and bias to bf16 at every call, so storing the frozen ones in bf16 gives the same bits
-    without the casts (a CUDA graph, captured without autocast's cache, and the CPU would
-    otherwise cast the whole base every forward pass) and halves the base's memory. The
+    without recasting the whole base at every forward pass (which a CUDA graph, captured
+    without autocast's cache, would do at every replay) and halves the base's memory. The
     adapters, the heads (and the original head PEFT keeps, which new adapters' heads copy),
     embeddings and LayerNorms keep their dtype.
     """

@@ -13,19 +13,19 @@ from xlcl.evaluate.spans import SpanCounts, count_spans
 OUTSIDE = 0  # label id of "O": slot label lists start with it
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether `precision` means bf16 autocast on `device` (``auto``: on a GPU only)."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def mixed_precision(precision: str, device: torch.device, cache: bool = True) -> torch.autocast:
-    """bf16 autocast on a GPU for ``auto`` and ``bf16``; a disabled context otherwise.
+    """bf16 autocast where `uses_bf16` says so; a disabled context otherwise.
 
     `cache` keeps a weight's bf16 copy from the forward pass for the backward pass; a CUDA
     graph capture needs it off.
     """
     enabled = uses_bf16(precision, device)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=cache)
-
-
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """Whether `precision` means bf16 autocast on `device` (``auto``: on a GPU only)."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
 @torch.no_grad()
