@@ -32,3 +32,32 @@ def test_limits_and_schedules():
     nonshared = estimate(config("nonshared-lora", 8, train={"epochs": 3}, **small))
     assert nonshared.scored_utterances == 2 * 5 * 3 + (2 * 4 + 2 * 1 * 4)
     assert estimate(validate_config({"model": "other", "method": "mono"})).gpu_hours is None
+
+
+def test_hours_follow_lora_and_cuda_graphs_where_measured():
+    speed = THROUGHPUT[XLMR]
+    runs = {
+        (lora, graphs): estimate(
+            config(
+                "shared-lora" if lora else "vanilla",
+                32 if lora else None,
+                train={"epochs": 1, "cuda_graphs": graphs},
+                order=["en-US"],
+            )
+        )
+        for lora in (False, True)
+        for graphs in (False, True)
+    }
+    rates = {
+        (False, False): speed.train_full,
+        (False, True): speed.train_full_graphs,
+        (True, False): speed.train_lora,
+        (True, True): speed.train_lora_graphs,
+    }
+    for key, cost in runs.items():
+        scored = 2_033 + 2 * 2_974  # dev once, test before and after the one step
+        hours = (11_514 / rates[key] + scored / speed.score) / 3600
+        assert cost.gpu_hours == pytest.approx(hours), key
+    assert len({cost.gpu_hours for cost in runs.values()}) == 4
+    e5 = THROUGHPUT["intfloat/multilingual-e5-large-instruct"]
+    assert e5.train(lora=False, graphs=True) == e5.train_full  # not measured with graphs

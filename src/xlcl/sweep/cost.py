@@ -20,21 +20,39 @@ MASSIVE_SPLIT_SIZES = {"train": 11_514, "dev": 2_033, "test": 2_974}
 
 @dataclass(frozen=True)
 class Throughput:
-    """Utterances per second on one GPU: training (full, LoRA) and scoring."""
+    """Utterances per second on one GPU: training (full, LoRA; eager and with
+    ``train.cuda_graphs``, where measured) and scoring."""
 
     train_full: float
     train_lora: float
     score: float
+    train_full_graphs: float | None = None
+    train_lora_graphs: float | None = None
+
+    def train(self, lora: bool, graphs: bool) -> float:
+        """The training rate of a run with (or without) LoRA and CUDA graphs."""
+        eager = self.train_lora if lora else self.train_full
+        graphed = self.train_lora_graphs if lora else self.train_full_graphs
+        return graphed if graphs and graphed is not None else eager
 
 
-# Measured on one NVIDIA H200 (fp32, as the training loop runs; AdamW; batch 32 of 48 tokens,
-# scoring batch 128; random weights of the preset architectures, LoRA on every linear layer;
-# 2026-11). Real runs add data loading and Python overhead, so hours are optimistic per
-# epoch and pessimistic in epochs; the estimate is an order of magnitude, not a schedule.
+# Measured on one NVIDIA H200 with random weights of the preset architectures, LoRA r16 on
+# every linear layer (BENCHMARKS.md). XLM-R base: bf16 autocast as the training loop runs on
+# a GPU, fused AdamW, batch 32 of real MASSIVE lengths (~10 subwords), 2026-11-26; scoring:
+# one 2,974-utterance test set in 0.072 s at evaluate.batch_size 512. e5-large-instruct:
+# only the first measurement (fp32, batch 32 of 48 tokens, scoring batch 128, 2026-11-25).
+# Real runs add data loading and warm-ups, so hours are optimistic per epoch and pessimistic
+# in epochs; the estimate is an order of magnitude, not a schedule.
 THROUGHPUT: dict[str, Throughput] = {
-    "FacebookAI/xlm-roberta-base": Throughput(train_full=930, train_lora=750, score=4500),
+    "FacebookAI/xlm-roberta-base": Throughput(
+        train_full=1_087,
+        train_lora=644,
+        score=41_300,
+        train_full_graphs=3_246,
+        train_lora_graphs=3_769,
+    ),
     "intfloat/multilingual-e5-large-instruct": Throughput(
-        train_full=360, train_lora=350, score=1400
+        train_full=360, train_lora=350, score=1_400
     ),
 }
 
@@ -70,7 +88,7 @@ def estimate(config: RunConfig) -> Cost:
     speed = THROUGHPUT.get(config.model)
     hours = None
     if speed is not None:
-        rate = speed.train_lora if config.method_spec.lora else speed.train_full
+        rate = speed.train(config.method_spec.lora, config.train.cuda_graphs)
         hours = (train_epochs / rate + scored / speed.score) / 3600
     return Cost(train_utterance_epochs=train_epochs, scored_utterances=scored, gpu_hours=hours)
 
