@@ -137,12 +137,7 @@ class _Run:
                 config = self.train_config
                 if config.batch_size == 1:
                     raise
-                self.train_config = config.model_copy(
-                    update={
-                        "batch_size": config.batch_size // 2,
-                        "gradient_accumulation": config.gradient_accumulation * 2,
-                    }
-                )
+                self.train_config = _with_batch(config, config.batch_size // 2)
                 self.store.note_oom_retry(step, self.train_config.batch_size)
                 self.reporter.message(
                     f"out of GPU memory at step {step}: retrying with batch "
@@ -498,9 +493,11 @@ def _after_oom_retries(train: TrainConfig, manifest: dict[str, Any], step: int) 
     would differ from the uninterrupted run's.
     """
     retries = [retry for retry in manifest.get("oom_retries", []) if retry["step"] <= step]
-    if not retries:
-        return train
-    batch_size = retries[-1]["batch_size"]
+    return _with_batch(train, retries[-1]["batch_size"]) if retries else train
+
+
+def _with_batch(train: TrainConfig, batch_size: int) -> TrainConfig:
+    """`train` at `batch_size` (a divisor of its batch), with the same effective batch."""
     factor = train.batch_size // batch_size
     return train.model_copy(
         update={
