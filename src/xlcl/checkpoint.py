@@ -164,6 +164,11 @@ def _set_aside(final: Path) -> Path:
     return final.parent / f".{final.name}.old"
 
 
+def _set_aside_name(aside: Path) -> str:
+    """The name of the checkpoint `aside` was set aside from (inverse of `_set_aside`)."""
+    return aside.name[1:].removesuffix(".old")
+
+
 def _with_set_aside(directory: Path) -> Path:
     """`directory`, or its set-aside copy when a kill came between the two renames."""
     aside = _set_aside(directory)
@@ -176,7 +181,7 @@ def latest_checkpoint(run_dir: Path, config_hash: str) -> Checkpoint | None:
     if not parent.is_dir():
         return None
     names = {directory.name for directory in parent.glob("step-*")}
-    names |= {aside.name[1:].removesuffix(".old") for aside in parent.glob(".step-*.old")}
+    names |= {_set_aside_name(aside) for aside in parent.glob(".step-*.old")}
     for name in sorted(names, reverse=True):
         directory = _with_set_aside(parent / name)
         problem = _problem(directory)
@@ -221,7 +226,7 @@ def _prune(parent: Path, keep: int) -> None:
     """Keep the newest `keep` complete step checkpoints (set-aside ones count as theirs)."""
     complete = {d.name: d for d in parent.glob("step-*") if (d / COMPLETE).exists()}
     for aside in parent.glob(".step-*.old"):
-        complete.setdefault(aside.name[1:].removesuffix(".old"), aside)
+        complete.setdefault(_set_aside_name(aside), aside)
     for name in sorted(complete)[:-keep]:
         shutil.rmtree(complete[name], ignore_errors=True)
 
