@@ -320,7 +320,7 @@ def main() -> None:
         "compile": args.compile,
         "cuda_graphs": args.cuda_graphs,
         "lora_rank": args.lora,
-        "lora_base": "fp32" if args.fp32_base else "bf16",
+        "lora_base": None if args.lora is None else ("fp32" if args.fp32_base else "bf16"),
         "trim_vocabulary": args.trim,
     }
     presets = {"e5-small": E5_SMALL, "xlm-r-base": XLMR_BASE}
