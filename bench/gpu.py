@@ -46,7 +46,8 @@ from xlcl.encode import EncodedSplit, encode
 from xlcl.evaluate.scoring import score_splits, uses_bf16
 from xlcl.params import E5_SMALL, XLMR_BASE
 from xlcl.protocol import run
-from xlcl.train import train_step
+from xlcl.tasks.massive_slots import MassiveSlots
+from xlcl.train import Objective, train_step
 
 PEAK_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16
 LABELS = 111
@@ -134,7 +135,7 @@ def throughput(
         compile=compile_model,
         cuda_graphs=cuda_graphs,
     )
-    common = dict(pad_id=1, device=device, eval_batch_size=256)
+    common = dict(objective=Objective(MassiveSlots()), pad_id=1, device=device, eval_batch_size=256)
     train_step(model, [split], [dev], LABEL_NAMES, train, seed=0, **common)  # warm-up
     synchronize(device)
     started = time.perf_counter()
@@ -176,6 +177,7 @@ def graphs_against_eager(
             [dev],
             LABEL_NAMES,
             train,
+            objective=Objective(MassiveSlots()),
             pad_id=1,
             device=device,
             eval_batch_size=256,

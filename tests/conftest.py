@@ -15,7 +15,8 @@ from tiny_models import save_tiny_model
 from xlcl.config import TrainConfig
 from xlcl.data import load_massive, slot_label_names
 from xlcl.encode import EncodedSplit, encode
-from xlcl.train import StepResult, train_step
+from xlcl.tasks.massive_slots import MassiveSlots
+from xlcl.train import Objective, StepResult, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,6 +37,7 @@ class EnUs(NamedTuple):
             [self.dev],
             self.labels,
             config,
+            objective=kwargs.pop("objective", Objective(MassiveSlots())),
             pad_id=1,
             device=torch.device("cpu"),
             eval_batch_size=8,

@@ -68,7 +68,7 @@ def test_an_empty_config_file_takes_every_field_from_overrides(tmp_path):
 
 def test_adapters_together_is_only_for_nonshared_lora(tmp_path):
     together = ["train.adapters_together=true"]
-    with pytest.raises(ConfigError, match="needs method nonshared-lora, not shared-lora"):
+    with pytest.raises(ConfigError, match="needs an independent LoRA method, not shared-lora"):
         load_config(write(tmp_path, "model: m\nmethod: shared-lora\nrank: 8\n"), together)
     nonshared = write(tmp_path, "model: m\nmethod: nonshared-lora\nrank: 8\n")
     assert load_config(nonshared, together).train.adapters_together
@@ -96,3 +96,58 @@ def test_every_shipped_config_is_valid():
     assert configs, "configs/ holds the paper's runs"
     for path in configs:
         load_config(path)
+
+
+VANILLA = "model: m\nmethod: vanilla\n"
+
+
+def test_a_strategy_is_a_name_plus_its_settings_with_defaults_filled(tmp_path):
+    path = write(tmp_path, VANILLA)
+    config = load_config(path, ["strategy.name=replay"])
+    assert config.strategy == {"name": "replay", "mem_size": 100}
+    # Writing a default or not gives the same run.
+    explicit = load_config(path, ["strategy.name=replay", "strategy.mem_size=100"])
+    assert explicit.run_id == config.run_id
+    assert (
+        load_config(path, ["strategy.name=replay", "strategy.mem_size=5"]).run_id != config.run_id
+    )
+    assert load_config(path).strategy is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["strategy.name=replai"], "strategy.name: unknown name 'replai'; did you mean 'replay'?"),
+        (["strategy.name=no_such_module:Thing"], "strategy.name: cannot import 'no_such_module'"),
+        (["strategy.name=json:JSONDecoder"], "strategy.name: 'json:JSONDecoder' is not a subclass"),
+        (["strategy.name=json:nothing"], "strategy.name: module 'json' has no attribute"),
+        (["strategy.mem_size=3"], "strategy: needs a 'name'"),
+        (
+            ["strategy.name=replay", "strategy.mem_siz=3"],
+            "strategy.mem_siz: unknown setting of replay; did you mean 'strategy.mem_size'?",
+        ),
+        (["strategy.name=replay", "strategy.mem_size=-1"], "strategy.mem_size: Input should be"),
+        (["strategy.name=replay", "method=mono"], "strategy replay is not for the independent"),
+        (
+            ["strategy.name=xlcl.strategies:Strategy", "train.compile=true"],
+            "strategy xlcl.strategies:Strategy does not support train.compile",
+        ),
+        (["task=massive-slot"], "task: unknown name 'massive-slot'; did you mean 'massive-slots'?"),
+    ],
+)
+def test_bad_strategies_and_tasks_are_one_line_errors_naming_the_key(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, VANILLA), overrides)
+    assert "\n" not in str(raised.value)
+    assert message in str(raised.value)
+
+
+def test_a_strategy_supports_only_the_features_it_declares(tmp_path):
+    path = write(tmp_path, VANILLA)
+    # Replay declares in-step checkpoints and compile: each is accepted.
+    both = ["strategy.name=replay", "checkpoint.every_updates=5", "train.compile=true"]
+    assert load_config(path, both).train.compile
+    # The base class declares none.
+    plain = ["strategy.name=xlcl.strategies:Strategy"]
+    with pytest.raises(ConfigError, match="does not support checkpoint.every_updates"):
+        load_config(path, [*plain, "checkpoint.every_updates=5"])

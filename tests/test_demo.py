@@ -20,18 +20,21 @@ from xlcl.demo import (
     system_cbt,
 )
 from xlcl.metrics import ScoreMatrix, cbt
+from xlcl.schedules import INDEPENDENT, JOINT, SEQUENTIAL, Schedule
 from xlcl.store import DONE
 
 ORDER = ("en-US", "de-DE", "th-TH")
 NAN = math.nan
 
 
-def square(rows: list[list[float]], method: str) -> ScoreMatrix:
-    return ScoreMatrix(ORDER, np.array(rows), method=method)
+def square(rows: list[list[float]], schedule: Schedule) -> ScoreMatrix:
+    return ScoreMatrix(ORDER, np.array(rows), schedule)
 
 
 def test_system_cbt_is_cbt_for_sequential_runs():
-    matrix = square([[0.0, 0.0, 0.0], [0.5, 0.2, 0.1], [0.4, 0.6, 0.2], [0.3, 0.5, 0.7]], "vanilla")
+    matrix = square(
+        [[0.0, 0.0, 0.0], [0.5, 0.2, 0.1], [0.4, 0.6, 0.2], [0.3, 0.5, 0.7]], SEQUENTIAL
+    )
     # ((0.3 - 0.5) + (0.5 - 0.6)) / 2
     assert system_cbt(matrix) == pytest.approx(-0.15)
     assert system_cbt(matrix) == cbt(matrix)
@@ -39,14 +42,14 @@ def test_system_cbt_is_cbt_for_sequential_runs():
 
 def test_system_cbt_of_one_adapter_per_locale_is_zero():
     matrix = square(
-        [[0.1, 0.0, 0.0], [0.5, NAN, NAN], [NAN, 0.6, NAN], [NAN, NAN, 0.7]], "nonshared-lora"
+        [[0.1, 0.0, 0.0], [0.5, NAN, NAN], [NAN, 0.6, NAN], [NAN, NAN, 0.7]], INDEPENDENT
     )
     assert math.isnan(cbt(matrix))  # xlcl.metrics: no single model saw two locales
     assert system_cbt(matrix) == 0.0
 
 
 def test_system_cbt_of_a_joint_run_is_nan():
-    matrix = square([[0.0, 0.0, 0.0], [0.5, 0.6, 0.7]], "multi")
+    matrix = square([[0.0, 0.0, 0.0], [0.5, 0.6, 0.7]], JOINT)
     assert math.isnan(system_cbt(matrix))
 
 

@@ -47,7 +47,7 @@ def test_graphed_training_equals_the_plain_loop(en_us, rank):
     assert [r.learning_rate for r in graphed.epochs] == pytest.approx(
         [r.learning_rate for r in plain.epochs], rel=1e-6
     )
-    assert [r.dev_f1 for r in graphed.epochs] == [r.dev_f1 for r in plain.epochs]
+    assert [r.dev_score for r in graphed.epochs] == [r.dev_score for r in plain.epochs]
     assert graphed.best_epoch == plain.best_epoch
     for name, weight in weights[False].items():
         # atol: Adam at lr 1e-2 moves a weight by up to 1e-2 an update; rounding apart,

@@ -1,22 +1,24 @@
 import pytest
 
-from xlcl.methods import Schedule, method
+from xlcl.methods import method, preset_schedule
+from xlcl.schedules import INDEPENDENT, JOINT, SEQUENTIAL
 
 
 @pytest.mark.parametrize(
     ("name", "rank", "schedule", "label"),
     [
-        ("multi", None, Schedule.JOINT, "MULTI"),
-        ("multi", 32, Schedule.JOINT, "MULTI LoRA 32"),
-        ("mono", None, Schedule.INDEPENDENT, "MONO"),
-        ("vanilla", None, Schedule.SEQUENTIAL, "VANILLA"),
-        ("shared-lora", 64, Schedule.SEQUENTIAL, "SHARED LoRA 64"),
-        ("nonshared-lora", 256, Schedule.INDEPENDENT, "NON-SHARED LoRA 256"),
+        ("multi", None, JOINT, "MULTI"),
+        ("multi", 32, JOINT, "MULTI LoRA 32"),
+        ("mono", None, INDEPENDENT, "MONO"),
+        ("vanilla", None, SEQUENTIAL, "VANILLA"),
+        ("shared-lora", 64, SEQUENTIAL, "SHARED LoRA 64"),
+        ("nonshared-lora", 256, INDEPENDENT, "NON-SHARED LoRA 256"),
     ],
 )
 def test_presets_place_the_paper_methods_on_the_two_axes(name, rank, schedule, label):
     spec = method(name, rank)
     assert spec.schedule is schedule
+    assert preset_schedule(name) is schedule  # whatever the rank
     assert spec.lora is (rank is not None)
     assert spec.label == label
 
@@ -24,6 +26,8 @@ def test_presets_place_the_paper_methods_on_the_two_axes(name, rank, schedule, l
 def test_unknown_method_suggests_the_closest_name():
     with pytest.raises(ValueError, match="did you mean 'shared-lora'"):
         method("shared_lora", 32)
+    with pytest.raises(ValueError, match="did you mean 'mono'"):
+        preset_schedule("mnoo")
 
 
 @pytest.mark.parametrize(

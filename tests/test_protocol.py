@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import xlcl.protocol
+import xlcl.schedules.runners
 from massive_fixture import write_massive_dir
 from xlcl.config import validate_config
 from xlcl.protocol import run
@@ -129,7 +130,7 @@ def test_adapters_trained_together_resume_after_the_last_recorded_step(
         tiny_model, massive_dir, tmp_path, "nonshared-lora", 4, train={"adapters_together": True}
     )
     saved = []
-    real_save = xlcl.protocol.save_adapter
+    real_save = xlcl.schedules.runners.save_adapter
 
     def save_then_crash(model, directory, adapter=None):
         if len(saved) == 1:
@@ -137,14 +138,14 @@ def test_adapters_trained_together_resume_after_the_last_recorded_step(
         saved.append(adapter)
         real_save(model, directory, adapter=adapter)
 
-    monkeypatch.setattr("xlcl.protocol.save_adapter", save_then_crash)
+    monkeypatch.setattr("xlcl.schedules.runners.save_adapter", save_then_crash)
     with pytest.raises(RuntimeError, match="killed"):
         run(config)
     directory = tmp_path / "runs" / config.run_id
     # The same-sized locales stop together, in order: en-US was recorded before the crash.
     assert saved == ["en-US"]
     assert sorted(pd.read_parquet(directory / "scores.parquet")["step"].unique()) == [0, 1]
-    monkeypatch.setattr("xlcl.protocol.save_adapter", real_save)
+    monkeypatch.setattr("xlcl.schedules.runners.save_adapter", real_save)
     assert run(config) == directory
     assert (directory / DONE).is_file()
     curves = pd.read_parquet(directory / "curves.parquet")
@@ -175,7 +176,7 @@ def test_a_finished_run_is_complete_and_described(tiny_model, massive_dir, tmp_p
     assert len(manifest["data_checksum"]) == 64
     assert {"torch", "transformers", "peft"} <= set(manifest["versions"])
     curves = pd.read_parquet(directory / "curves.parquet")
-    assert set(curves.columns) >= {"step", "trained_locale", "epoch", "train_loss", "dev_f1"}
+    assert set(curves.columns) >= {"step", "trained_locale", "epoch", "train_loss", "dev_score"}
     # A second call finds the finished run and does not train again.
     before = (directory / "scores.parquet").stat().st_mtime_ns
     assert run(config) == directory
@@ -374,7 +375,7 @@ def test_graphed_updates_give_the_plain_runs_scores(tiny_model, massive_dir, tmp
     assert curves[1]["train_loss"].tolist() == pytest.approx(
         curves[0]["train_loss"].tolist(), rel=1e-5
     )
-    assert curves[1]["dev_f1"].tolist() == curves[0]["dev_f1"].tolist()
+    assert curves[1]["dev_score"].tolist() == curves[0]["dev_score"].tolist()
     plain, graphed = matrix(runs[False]), matrix(runs[True])
     assert graphed.equals(plain)
     assert (runs[True] / "adapters" / "de-DE" / "adapter_model.safetensors").is_file()

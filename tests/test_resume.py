@@ -146,8 +146,8 @@ def test_a_run_stopped_inside_a_step_continues_from_there_exactly(
     saved = []
     original = xlcl.protocol.save_partial
 
-    def save_then_die(run_dir, step, *args):
-        path = original(run_dir, step, *args)
+    def save_then_die(run_dir, step, *args, **kwargs):
+        path = original(run_dir, step, *args, **kwargs)
         saved.append((step, path.name))
         # 5 updates an epoch (10 utterances, batch 2): saves after updates 2 and 4 of each of
         # 3 epochs, 6 a step; the 8th is inside step 2.

@@ -17,6 +17,7 @@ from xlcl.encode import collate_batch, encode
 from xlcl.evaluate.scoring import score_splits
 from xlcl.evaluate.spans import SpanCounts
 from xlcl.methods import method
+from xlcl.tasks.massive_slots import MassiveSlots
 from xlcl.together import (
     AdapterRouter,
     adapter_parameters,
@@ -24,12 +25,13 @@ from xlcl.together import (
     length_groups,
     train_adapters_together,
 )
-from xlcl.train import train_step
+from xlcl.train import Objective, train_step
 
 LOCALES = ("en-US", "de-DE", "ja-JP")
 TRAIN_SIZES = {"en-US": 10, "de-DE": 6, "ja-JP": 9}  # 3, 2 and 3 batches of 4
 SEEDS = (11, 12, 13)
 NO_DROPOUT = LoraSettings(dropout=0.0)
+OBJECTIVE = Objective(MassiveSlots())
 # Scripted dev F1 per epoch: with patience 2, en-US stops after epoch 4 (best 2),
 # de-DE runs all 5 epochs, ja-JP stops after epoch 3 (best 1).
 DEV_F1 = {
@@ -84,8 +86,7 @@ def scripted(monkeypatch):
     def dev_score(model, splits, *args):
         return SpanCounts(10, 10, round(next(scores[splits[0].locale]) * 10))
 
-    monkeypatch.setattr("xlcl.train.score_splits", dev_score)
-    monkeypatch.setattr("xlcl.together.score_splits", dev_score)
+    monkeypatch.setattr("xlcl.tasks.massive_slots.score_splits", dev_score)
 
 
 def train_one_by_one(setup, monkeypatch):
@@ -96,7 +97,8 @@ def train_one_by_one(setup, monkeypatch):
         model = fresh_model(model_dir, labels)
         results[locale] = train_step(
             model, [train_split], [dev_split], labels, CONFIG,
-            pad_id=1, device=torch.device("cpu"), eval_batch_size=8, seed=seed,
+            objective=OBJECTIVE, pad_id=1, device=torch.device("cpu"), eval_batch_size=8,
+            seed=seed,
         )  # fmt: skip
         models[locale] = model
     return models, results
@@ -109,8 +111,8 @@ def train_together(setup, monkeypatch, on_finished=None):
     model = fresh_model(model_dir, labels)
     add_adapters(model, LOCALES, 4, NO_DROPOUT)
     results = train_adapters_together(
-        model, LOCALES, train, dev, labels, CONFIG,
-        pad_id=1, device=torch.device("cpu"), eval_batch_size=8, seeds=SEEDS,
+        model, LOCALES, [[split] for split in train], dev, labels, CONFIG,
+        objective=OBJECTIVE, pad_id=1, device=torch.device("cpu"), eval_batch_size=8, seeds=SEEDS,
         on_finished=None if on_finished is None else lambda name, _: on_finished(model, name),
     )  # fmt: skip
     return model, results
@@ -127,7 +129,7 @@ def test_together_equals_one_by_one_epochs_early_stopping_and_weights(setup, mon
     for locale in LOCALES:
         one, both = alone[locale], together[locale]
         assert both.best_epoch == one.best_epoch
-        assert [r.dev_f1 for r in both.epochs] == [r.dev_f1 for r in one.epochs]
+        assert [r.dev_score for r in both.epochs] == [r.dev_score for r in one.epochs]
         assert [r.train_loss for r in both.epochs] == pytest.approx(
             [r.train_loss for r in one.epochs], rel=1e-5
         )

@@ -23,12 +23,12 @@ def test_early_stopping_restores_the_best_epochs_weights(en_us, monkeypatch):
         weights_at_epoch.append({n: p.detach().clone() for n, p in model.named_parameters()})
         return SpanCounts(10, 10, round(next(dev_f1) * 10))
 
-    monkeypatch.setattr("xlcl.train.score_splits", scripted_dev_score)
+    monkeypatch.setattr("xlcl.tasks.massive_slots.score_splits", scripted_dev_score)
     result = train(model, en_us, epochs=10, patience=2)
     # 2 epochs without gain after the best one: stop at epoch 4
-    assert [r.dev_f1 for r in result.epochs] == pytest.approx([0.2, 0.5, 0.3, 0.4])
+    assert [r.dev_score for r in result.epochs] == pytest.approx([0.2, 0.5, 0.3, 0.4])
     assert result.best_epoch == 2
-    assert result.best_dev_f1 == pytest.approx(0.5)
+    assert result.best_dev_score == pytest.approx(0.5)
     best = weights_at_epoch[1]
     assert any(not torch.equal(best[n], p) for n, p in weights_at_epoch[-1].items())
     for name, parameter in model.named_parameters():
@@ -112,6 +112,6 @@ def test_a_lora_base_stored_in_bf16_trains_bit_for_bit_as_under_autocast(en_us):
         results.append(en_us.train_step(model, config))
         weights.append({n: p.detach().clone() for n, p in trainable_parameters(model)})
     assert [r.train_loss for r in results[1].epochs] == [r.train_loss for r in results[0].epochs]
-    assert [r.dev_f1 for r in results[1].epochs] == [r.dev_f1 for r in results[0].epochs]
+    assert [r.dev_score for r in results[1].epochs] == [r.dev_score for r in results[0].epochs]
     for name, weight in weights[0].items():
         assert torch.equal(weights[1][name], weight), name

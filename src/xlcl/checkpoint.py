@@ -1,43 +1,73 @@
 """Checkpoints: what a killed run needs to continue exactly where it stopped.
 
-One checkpoint per finished step, in ``RUN_DIR/checkpoints/step-NNNN/``: the trainable
-weights (``model.safetensors``; absent where every step starts from a fresh model), the RNG
-states of python, numpy and torch, and ``state.json`` with the step, the config hash and
-every file's sha256. Optionally also one inside the running step,
-``partial-step-NNNN/``, which adds ``train_state.pt``: optimizer, scheduler, early-stopping
-state and data position. A checkpoint is written in a temporary directory, fsynced, renamed,
-and only then marked ``COMPLETE``; a directory without the marker, or with a file that does
-not match its checksum, is skipped with a warning. The last `keep` step checkpoints are kept.
+One checkpoint per finished step, in ``RUN_DIR/checkpoints/step-NNNN/``:
+
+- ``model.safetensors``: the trainable weights (absent where every step starts from a
+  fresh model);
+- ``rng.json`` + ``rng.safetensors``: the random states of python, numpy and torch;
+- ``extra_state.json`` + ``extra_state.safetensors``: the caller's own state (a method's
+  strategy, say), where it passed one;
+- ``state.json``: the step, the config hash and every other file's sha256.
+
+With ``checkpoint.every_updates``, also one inside the running step,
+``partial-step-NNNN/``, which adds ``train_state.json`` + ``train_state.safetensors``:
+optimizer, scheduler, early-stopping state and data position.
+
+Everything but the weights is a *state tree* (see `encode_state_tree`): JSON, with its
+tensors and arrays in a safetensors file. Loading a checkpoint never unpickles anything, so
+a run directory from elsewhere cannot run code. Checkpoints of earlier versions of xlcl,
+with ``rng.pkl`` and ``train_state.pt``, still load: ``rng.pkl`` through an unpickler that
+knows only what RNG states are made of (anything else raises `UnsafeCheckpoint`),
+``train_state.pt`` with ``torch.load(weights_only=True)``.
+
+A checkpoint is written in a temporary directory, fsynced, renamed, and only then marked
+``COMPLETE``; a directory without the marker, or with a file that does not match its
+checksum, is skipped with a warning. The last `keep` step checkpoints are kept.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
 import os
 import pickle
 import random
 import shutil
 import warnings
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from numpy._core.multiarray import _reconstruct
 from safetensors.torch import load_file, save_file
+from torch._utils import _rebuild_tensor_v2
+
+from xlcl.atomic import atomic_write, atomic_write_bytes, fsync
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
 WEIGHTS = "model.safetensors"
 STATE = "state.json"
-RNG = "rng.pkl"
-TRAIN_STATE = "train_state.pt"
+RNG = "rng"  # state trees: NAME.json + NAME.safetensors
+TRAIN_STATE = "train_state"
+EXTRA_STATE = "extra_state"
+LEGACY_RNG = "rng.pkl"  # written by xlcl before state trees
+LEGACY_TRAIN_STATE = "train_state.pt"
+STATE_TREE_FORMAT = "xlcl-state-tree-1"
 
 
 class CheckpointMismatch(ValueError):
     """A checkpoint written by a different config than the one resuming it."""
+
+
+class UnsafeCheckpoint(ValueError):
+    """A legacy checkpoint file whose pickle asks for more than its kind of state holds."""
 
 
 @dataclass(frozen=True)
@@ -53,12 +83,25 @@ class Checkpoint:
         return load_file(path) if path.exists() else None
 
     def restore_rng(self) -> None:
-        """Put python's, numpy's and torch's random generators back as they were."""
-        with open(self.directory / RNG, "rb") as file:
-            states = pickle.load(file)
+        """Put python's, numpy's and torch's random generators back as they were.
+
+        Raises `UnsafeCheckpoint` for a legacy ``rng.pkl`` that refers to anything but
+        what RNG states are made of: it was not written by xlcl, and could run code.
+        """
+        if _has_state_tree(self.directory, RNG):
+            states = read_state_tree(self.directory, RNG)
+        else:
+            states = _load_legacy_rng(self.directory / LEGACY_RNG)
         random.setstate(states["python"])
         np.random.set_state(states["numpy"])
         torch.set_rng_state(states["torch"])
+
+    def state(self) -> dict[str, Any]:
+        """The state passed as `state` when the checkpoint was saved; empty if none was."""
+        if not _has_state_tree(self.directory, EXTRA_STATE):
+            return {}
+        state: dict[str, Any] = read_state_tree(self.directory, EXTRA_STATE)
+        return state
 
 
 @dataclass(frozen=True)
@@ -66,8 +109,18 @@ class PartialCheckpoint(Checkpoint):
     """A checkpoint inside step `step`: weights plus the state of the step's training."""
 
     def train_state(self) -> dict[str, Any]:
-        """Optimizer, scheduler, early-stopping and data-position state (see `TrainState`)."""
-        state: dict[str, Any] = torch.load(self.directory / TRAIN_STATE, weights_only=True)
+        """Optimizer, scheduler, early-stopping and data-position state (see `TrainState`).
+
+        Tensors come back on the device they were saved from.
+        """
+        if _has_state_tree(self.directory, TRAIN_STATE):
+            state: dict[str, Any] = read_state_tree(self.directory, TRAIN_STATE)
+            return state
+        path = self.directory / LEGACY_TRAIN_STATE
+        try:
+            state = torch.load(path, weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise UnsafeCheckpoint(f"{path}: refused by torch's weights-only loader") from error
         return state
 
 
@@ -77,10 +130,15 @@ def save_checkpoint(
     weights: Mapping[str, torch.Tensor] | None,
     config_hash: str,
     keep: int,
+    *,
+    state: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the checkpoint of finished step `step` atomically; prune old ones."""
+    """Write the checkpoint of finished step `step` atomically; prune old ones.
+
+    `state`, a state tree (see `encode_state_tree`), comes back from `Checkpoint.state`.
+    """
     parent = run_dir / CHECKPOINTS
-    final = _write(parent, f"step-{step:04d}", step, weights, config_hash, train_state=None)
+    final = _write(parent, f"step-{step:04d}", step, weights, config_hash, None, state)
     for partial in [*parent.glob("partial-step-*"), *parent.glob(".partial-step-*.old")]:
         shutil.rmtree(partial, ignore_errors=True)
     _prune(parent, keep)
@@ -93,10 +151,18 @@ def save_partial(
     weights: Mapping[str, torch.Tensor],
     config_hash: str,
     train_state: dict[str, Any],
+    *,
+    state: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint inside step `step` (weights and the training state) atomically."""
+    """Write a checkpoint inside step `step` (weights and the training state) atomically.
+
+    `train_state` and `state` are state trees (see `encode_state_tree`); they come back
+    from `PartialCheckpoint.train_state` and `Checkpoint.state`.
+    """
     parent = run_dir / CHECKPOINTS
-    final = _write(parent, f"partial-step-{step:04d}", step, weights, config_hash, train_state)
+    final = _write(
+        parent, f"partial-step-{step:04d}", step, weights, config_hash, train_state, state
+    )
     for older in parent.glob("partial-step-*"):
         if older != final:
             shutil.rmtree(older, ignore_errors=True)
@@ -123,6 +189,7 @@ def _write(
     weights: Mapping[str, torch.Tensor] | None,
     config_hash: str,
     train_state: dict[str, Any] | None,
+    state: Mapping[str, Any] | None,
 ) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     final = parent / name
@@ -131,22 +198,21 @@ def _write(
     temporary.mkdir()
     if weights is not None:
         tensors = {key: tensor.detach().cpu().contiguous() for key, tensor in weights.items()}
-        save_file(tensors, temporary / WEIGHTS)
+        atomic_write(temporary / WEIGHTS, lambda path: save_file(tensors, path))
     if train_state is not None:
-        torch.save(train_state, temporary / TRAIN_STATE)
+        write_state_tree(temporary, TRAIN_STATE, train_state)
+    if state is not None:
+        write_state_tree(temporary, EXTRA_STATE, dict(state))
     rng = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
     }
-    (temporary / RNG).write_bytes(pickle.dumps(rng))
+    write_state_tree(temporary, RNG, rng)
     checksums = {path.name: _sha256(path) for path in temporary.iterdir()}
-    state = {"step": step, "config_hash": config_hash, "sha256": checksums}
-    (temporary / STATE).write_text(json.dumps(state, indent=2) + "\n")
-    (temporary / COMPLETE).write_text("")  # not in the checksums: it marks them written
-    for path in temporary.iterdir():
-        _fsync(path)
-    _fsync(temporary)
+    metadata = {"step": step, "config_hash": config_hash, "sha256": checksums}
+    atomic_write_bytes(temporary / STATE, (json.dumps(metadata, indent=2) + "\n").encode())
+    atomic_write_bytes(temporary / COMPLETE, b"")  # not in the checksums: it marks them written
     # A directory cannot replace another in one rename: the old one steps aside first and
     # is removed only once the new one is in place, so a kill at any moment leaves one
     # complete checkpoint of this name (`_with_set_aside` finds the old one).
@@ -155,7 +221,7 @@ def _write(
     if final.exists():
         os.replace(final, aside)
     os.replace(temporary, final)
-    _fsync(parent)
+    fsync(parent)
     shutil.rmtree(aside, ignore_errors=True)
     return final
 
@@ -213,8 +279,8 @@ def _problem(directory: Path) -> str | None:
         return f"unreadable {STATE}: {error}"
     if not directory.name.removesuffix(".old").endswith(f"step-{step:04d}"):
         return f"{STATE} says step {step}"
-    if RNG not in checksums:
-        return f"{RNG} is missing"
+    if not (set(_state_tree_files(RNG)) <= checksums.keys() or LEGACY_RNG in checksums):
+        return "the RNG state is missing"
     for name, expected in checksums.items():
         path = directory / name
         if not path.is_file() or _sha256(path) != expected:
@@ -239,9 +305,203 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+# State trees ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncodedStateTree:
+    """A state tree as stored: a JSON-ready `document` and the `tensors` it names by key."""
+
+    document: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+
+def encode_state_tree(tree: Any) -> EncodedStateTree:
+    """Split `tree` into JSON and tensors; `decode_state_tree` gives back an equal tree.
+
+    A state tree is made of dicts (keys: str, int, float, bool, None or tuples of them),
+    lists, tuples, str, int (any size), float (inf and nan too), bool, None, torch tensors
+    and numpy arrays and scalars. Tensors come back as plain tensors of the same dtype and
+    shape on the same device; numpy arrays and scalars as numpy, of the same dtype; other
+    mappings as dicts. Anything else raises `TypeError`, naming where it is in the tree.
+    """
+    encoder = _Encoder()
+    document = {"format": STATE_TREE_FORMAT, "tree": encoder.encode(tree, "tree")}
+    return EncodedStateTree(document, encoder.tensors)
+
+
+def decode_state_tree(encoded: EncodedStateTree) -> Any:
+    """The tree `encode_state_tree` encoded."""
+    if encoded.document.get("format") != STATE_TREE_FORMAT:
+        raise ValueError(f"not a state tree of format {STATE_TREE_FORMAT}")
+    return _decode(encoded.document["tree"], encoded.tensors)
+
+
+def write_state_tree(directory: Path, name: str, tree: Any) -> None:
+    """Store `tree` as ``NAME.json`` and ``NAME.safetensors`` in `directory`.
+
+    Each file is replaced atomically, not the pair: a checkpoint writes them into its
+    temporary directory.
+    """
+    encoded = encode_state_tree(tree)
+    json_file, tensor_file = _state_tree_files(name)
+    atomic_write(directory / tensor_file, lambda path: save_file(encoded.tensors, path))
+    text = json.dumps(encoded.document, allow_nan=False) + "\n"
+    atomic_write_bytes(directory / json_file, text.encode())
+
+
+def read_state_tree(directory: Path, name: str) -> Any:
+    """The tree `write_state_tree` stored as `name` in `directory`."""
+    json_file, tensor_file = _state_tree_files(name)
+    document = json.loads((directory / json_file).read_text())
+    return decode_state_tree(EncodedStateTree(document, load_file(directory / tensor_file)))
+
+
+def _state_tree_files(name: str) -> tuple[str, str]:
+    return f"{name}.json", f"{name}.safetensors"
+
+
+def _has_state_tree(directory: Path, name: str) -> bool:
+    json_file, _ = _state_tree_files(name)
+    return (directory / json_file).is_file()
+
+
+_KEY_TYPES = (str, int, float, bool, type(None))
+
+
+class _Encoder:
+    """Encodes one tree: JSON values, with tagged objects (``{"$tag": ...}``) for the rest.
+
+    A dict is a JSON object when its keys are strings and none starts with ``$``, so a JSON
+    object with a ``$`` key is always a tag.
+    """
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self._storages: set[int] = set()
+
+    def encode(self, value: Any, where: str) -> Any:
+        kind = type(value)
+        if isinstance(value, torch.Tensor):
+            return {"$tensor": {"key": self._add(value, where), "device": str(value.device)}}
+        if isinstance(value, np.ndarray):
+            return {"$ndarray": self._add_array(value, where)}
+        if isinstance(value, np.generic):
+            return {"$numpy_scalar": self._add_array(np.asarray(value), where)}
+        if value is None or kind in (str, bool, int):
+            return value
+        if kind is float:
+            return value if math.isfinite(value) else {"$float": repr(value)}
+        if kind is list:
+            return [self.encode(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        if kind is tuple:
+            return {"$tuple": [self.encode(item, f"{where}[{i}]") for i, item in enumerate(value)]}
+        if isinstance(value, Mapping):
+            if all(type(key) is str and not key.startswith("$") for key in value):
+                return {key: self.encode(item, f"{where}[{key!r}]") for key, item in value.items()}
+            return {"$dict": [self._pair(key, item, where) for key, item in value.items()]}
+        raise TypeError(f"{where}: a state tree cannot hold {kind.__qualname__}")
+
+    def _pair(self, key: Any, item: Any, where: str) -> list[Any]:
+        if not _is_plain_key(key):
+            raise TypeError(f"{where}: a state tree's dict keys cannot be {type(key).__qualname__}")
+        return [self.encode(key, where), self.encode(item, f"{where}[{key!r}]")]
+
+    def _add(self, tensor: torch.Tensor, where: str) -> str:
+        if tensor.layout != torch.strided:
+            raise TypeError(f"{where}: a state tree cannot hold a {tensor.layout} tensor")
+        stored = tensor.detach().to("cpu").contiguous()
+        storage = stored.untyped_storage().data_ptr()
+        if storage in self._storages:  # safetensors refuses tensors that share memory
+            stored = stored.clone()
+            storage = stored.untyped_storage().data_ptr()
+        self._storages.add(storage)
+        key = str(len(self.tensors))
+        self.tensors[key] = stored
+        return key
+
+    def _add_array(self, array: np.ndarray, where: str) -> str:
+        if not (array.flags.c_contiguous and array.flags.writeable):
+            array = array.copy(order="C")  # torch.from_numpy wants both
+        try:
+            tensor = torch.from_numpy(array)
+        except TypeError as error:
+            raise TypeError(f"{where}: a state tree cannot hold {array.dtype} arrays") from error
+        return self._add(tensor, where)
+
+
+def _is_plain_key(key: Any) -> bool:
+    if type(key) is tuple:
+        return all(_is_plain_key(item) for item in key)
+    return type(key) in _KEY_TYPES
+
+
+def _decode(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(value, list):
+        return [_decode(item, tensors) for item in value]
+    if not isinstance(value, dict):
+        return value
+    tag = next((key for key in value if key.startswith("$")), None)
+    if tag is None:
+        return {key: _decode(item, tensors) for key, item in value.items()}
+    body = value[tag]
+    if tag == "$tensor":
+        tensor = tensors[body["key"]]
+        return tensor if body["device"] == "cpu" else tensor.to(body["device"])
+    if tag == "$ndarray":
+        return tensors[body].numpy()
+    if tag == "$numpy_scalar":
+        return tensors[body].numpy()[()]
+    if tag == "$float":
+        return float(body)
+    if tag == "$tuple":
+        return tuple(_decode(item, tensors) for item in body)
+    if tag == "$dict":
+        return {_decode(key, tensors): _decode(item, tensors) for key, item in body}
+    raise ValueError(f"unknown state tree tag {tag}")
+
+
+# Legacy checkpoints -----------------------------------------------------------------------
+
+
+def _load_legacy_rng(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as file:
+        states: dict[str, Any] = _LegacyRngUnpickler(file, path).load()
+    return states
+
+
+def _load_storage(data: bytes) -> Any:
+    # What torch.storage._load_from_bytes does, without its torch.load(weights_only=False).
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+def _legacy_rng_globals() -> dict[tuple[str, str], Callable[..., Any]]:
+    """The globals a pickle of ``{"python": ..., "numpy": ..., "torch": ...}`` refers to."""
+    return {
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # as numpy 1 named it
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+        ("torch.storage", "_load_from_bytes"): _load_storage,
+        ("collections", "OrderedDict"): OrderedDict,  # a tensor's (empty) backward hooks
+    }
+
+
+class _LegacyRngUnpickler(pickle.Unpickler):
+    """Reads a legacy ``rng.pkl``, refusing every global an RNG state does not need."""
+
+    def __init__(self, file: io.BufferedReader, path: Path) -> None:
+        super().__init__(file)
+        self.path = path
+        self.allowed = _legacy_rng_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = self.allowed.get((module, name))
+        if found is None:
+            raise UnsafeCheckpoint(
+                f"{self.path} refers to {module}.{name}, which no RNG state holds: it was "
+                "not written by xlcl and could run code, so it is not loaded (remove the "
+                "checkpoint to start the run over)"
+            )
+        return found

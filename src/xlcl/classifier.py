@@ -1,4 +1,4 @@
-"""A token classifier on any Hugging Face encoder, fully trainable or with LoRA (PEFT).
+"""A classifier on any Hugging Face encoder, fully trainable or with LoRA (PEFT).
 
 LoRA targets every linear layer of the encoder (`target_modules="all-linear"`) with
 ``lora_alpha = r`` by default; the classification head is trained and saved with each
@@ -17,21 +17,22 @@ import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from peft.tuners.lora import LoraLayer
 from transformers import AutoModelForTokenClassification, PreTrainedModel
+from transformers.models.auto.auto_factory import _BaseAutoModelClass as _AutoModelClass
 
 from xlcl.config import LoraSettings
 from xlcl.methods import Method
 from xlcl.models import VocabularyTrim, trim_embeddings
 
 
-def lora_config(rank: int, settings: LoraSettings) -> LoraConfig:
-    """The PEFT config of one adapter of rank `rank`."""
+def lora_config(rank: int, settings: LoraSettings, task_type: TaskType) -> LoraConfig:
+    """The PEFT config of one adapter of rank `rank` on a model with a `task_type` head."""
     return LoraConfig(
         r=rank,
         lora_alpha=settings.alpha or rank,
         lora_dropout=settings.dropout,
         target_modules="all-linear",
         modules_to_save=["classifier"],
-        task_type=TaskType.TOKEN_CLS,
+        task_type=task_type,
     )
 
 
@@ -42,13 +43,16 @@ def build_classifier(
     lora: LoraSettings,
     seed: int,
     trim: VocabularyTrim | None = None,
+    *,
+    auto_class: type[_AutoModelClass] = AutoModelForTokenClassification,
+    task_type: TaskType = TaskType.TOKEN_CLS,
 ) -> torch.nn.Module:
-    """A fresh token classifier for `labels`; the head is initialised from `seed`.
+    """A fresh classifier (an `auto_class` head) for `labels`; the head is initialised from `seed`.
 
     With `trim`, only the kept rows of the input embedding remain (inputs must be remapped).
     """
     torch.manual_seed(seed)
-    model: PreTrainedModel = AutoModelForTokenClassification.from_pretrained(
+    model: PreTrainedModel = auto_class.from_pretrained(
         model_path,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
@@ -62,7 +66,7 @@ def build_classifier(
         warnings.filterwarnings(
             "ignore", message=".*gradient_checkpointing", category=FutureWarning
         )
-        return get_peft_model(model, lora_config(method.rank, lora))
+        return get_peft_model(model, lora_config(method.rank, lora, task_type))
 
 
 def store_frozen_linears_in_bf16(model: torch.nn.Module) -> int:

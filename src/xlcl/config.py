@@ -10,14 +10,26 @@ import copy
 import difflib
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from xlcl.encode import BUCKET_WINDOW
-from xlcl.methods import Method, Schedule, method
+from xlcl.methods import Method, method
+from xlcl.registry import PluginError
+from xlcl.schedules import INDEPENDENT
+from xlcl.strategies import Feature, resolve_settings, strategy_class
+from xlcl.tasks import DEFAULT_TASK, task_class
 
 # Learning rates: the paper's values were lost in extraction; it says the runs without LoRA
 # used the higher one. These defaults are the project's assumption, documented in the README.
@@ -132,6 +144,12 @@ class RunConfig(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     output_dir: str = Field("runs", description="parent directory of run directories")
+    task: str = Field(
+        DEFAULT_TASK, description="massive-slots, massive-intent or 'package.module:Class'"
+    )
+    strategy: dict[str, Any] | None = Field(
+        None, description="a remedy against forgetting: 'name' plus its settings (None = none)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -146,32 +164,21 @@ class RunConfig(_Section):
         train.setdefault("learning_rate", LORA_LEARNING_RATE if lora else FULL_LEARNING_RATE)
         return {**values, "train": train}
 
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        task_class(task)
+        return task
+
+    @field_validator("strategy")
+    @classmethod
+    def _resolved_strategy(cls, strategy: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The strategy's name and every one of its settings, validated, defaults filled."""
+        return None if strategy is None else resolve_settings(strategy)
+
     @model_validator(mode="after")
-    def _valid_method(self) -> RunConfig:
-        spec = method(self.method, self.rank)
-        if self.train.adapters_together:
-            if not (spec.lora and spec.schedule is Schedule.INDEPENDENT):
-                raise ValueError(
-                    f"train.adapters_together trains one adapter per locale: it needs method "
-                    f"nonshared-lora, not {self.method}"
-                )
-            if self.checkpoint.every_updates is not None:
-                raise ValueError(
-                    "checkpoint.every_updates is not supported with train.adapters_together "
-                    "(adapters trained together are checkpointed as each one finishes)"
-                )
-            if self.train.compile:
-                raise ValueError("train.compile is not supported with train.adapters_together")
-        if self.train.cuda_graphs:
-            conflicts = {
-                "train.compile": self.train.compile,
-                "train.adapters_together": self.train.adapters_together,
-                "train.gradient_accumulation > 1": self.train.gradient_accumulation > 1,
-                "checkpoint.every_updates": self.checkpoint.every_updates is not None,
-            }
-            for name, conflict in conflicts.items():
-                if conflict:
-                    raise ValueError(f"train.cuda_graphs is not supported with {name}")
+    def _supported_features(self) -> RunConfig:
+        _check_features(self)
         return self
 
     @property
@@ -181,10 +188,78 @@ class RunConfig(_Section):
 
     @property
     def run_id(self) -> str:
-        """Hash of the resolved config; where and how it is stored does not change a run."""
+        """Hash of the resolved config; where and how it is stored does not change a run.
+
+        Keys added after runs existed are hashed only when they differ from their default
+        (`_HASHED_WHEN_SET`), so every earlier run keeps its id.
+        """
         payload = self.model_dump(mode="json", exclude={"output_dir", "checkpoint"})
+        for key, default in _HASHED_WHEN_SET.items():
+            if payload.get(key) == default:
+                del payload[key]
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# Top-level keys newer than the first published runs, with the default that leaves them
+# out of the run id. A new key goes here, or its default would move every id.
+_HASHED_WHEN_SET: dict[str, Any] = {"task": DEFAULT_TASK, "strategy": None}
+
+# The engine features a config can ask for: the key that asks, and whether it does.
+_FEATURES: dict[str, tuple[str, Callable[[RunConfig], bool]]] = {
+    Feature.CUDA_GRAPHS: ("train.cuda_graphs", lambda c: c.train.cuda_graphs),
+    Feature.COMPILE: ("train.compile", lambda c: c.train.compile),
+    Feature.ADAPTERS_TOGETHER: ("train.adapters_together", lambda c: c.train.adapters_together),
+    Feature.IN_STEP_CHECKPOINTS: (
+        "checkpoint.every_updates",
+        lambda c: c.checkpoint.every_updates is not None,
+    ),
+    "accumulation": (
+        "train.gradient_accumulation > 1",
+        lambda c: c.train.gradient_accumulation > 1,
+    ),
+}
+# Pairs the engine cannot run together: (feature, the one it is not supported with, why).
+_UNSUPPORTED_PAIRS: list[tuple[str, str, str]] = [
+    (Feature.CUDA_GRAPHS, Feature.COMPILE, ""),
+    (Feature.CUDA_GRAPHS, Feature.ADAPTERS_TOGETHER, ""),
+    (Feature.CUDA_GRAPHS, "accumulation", " (a graph records one micro-batch an update)"),
+    (Feature.CUDA_GRAPHS, Feature.IN_STEP_CHECKPOINTS, ""),
+    (
+        Feature.IN_STEP_CHECKPOINTS,
+        Feature.ADAPTERS_TOGETHER,
+        " (adapters trained together are checkpointed as each one finishes)",
+    ),
+    (Feature.COMPILE, Feature.ADAPTERS_TOGETHER, ""),
+]
+
+
+def _check_features(config: RunConfig) -> None:
+    """Refuse, with the reason, a config asking for features that cannot run together."""
+    asked = {name for name, (_, asks) in _FEATURES.items() if asks(config)}
+    spec = config.method_spec
+    if Feature.ADAPTERS_TOGETHER in asked and not (spec.lora and spec.schedule == INDEPENDENT):
+        raise ValueError(
+            "train.adapters_together trains one adapter per locale: it needs an independent "
+            f"LoRA method, not {config.method}"
+        )
+    for feature, other, why in _UNSUPPORTED_PAIRS:
+        if feature in asked and other in asked:
+            raise ValueError(
+                f"{_FEATURES[feature][0]} is not supported with {_FEATURES[other][0]}{why}"
+            )
+    if config.strategy is None:
+        return
+    name = config.strategy["name"]
+    supported = strategy_class(name)
+    if spec.schedule.name not in supported.schedules:
+        raise ValueError(
+            f"strategy {name} is not for the {spec.schedule.name} schedule of method "
+            f"{config.method} (it supports: {', '.join(sorted(supported.schedules))})"
+        )
+    for feature in sorted(asked & set(Feature)):
+        if feature not in supported.features:
+            raise ValueError(f"strategy {name} does not support {_FEATURES[feature][0]}")
 
 
 class ConfigError(ValueError):
@@ -221,16 +296,24 @@ def with_overrides(
 
 
 def validate_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
-    """Validate a raw mapping into a `RunConfig`, with did-you-mean on unknown keys."""
+    """Validate a raw mapping into a `RunConfig`, with did-you-mean on unknown keys.
+
+    Every problem is reported on one line that names the key and the reason.
+    """
     _check_keys(raw, RunConfig, prefix="", where=where)
     try:
         return RunConfig.model_validate(raw)
+    except PluginError as error:
+        raise ConfigError(f"{where}: {error}") from None
     except ValidationError as error:
-        lines = [f"{where}: invalid config"]
+        problems = []
         for item in error.errors():
             location = ".".join(str(part) for part in item["loc"]) or "(top level)"
-            lines.append(f"  {location}: {item['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+            message = str(item["msg"]).removeprefix("Value error, ")
+            # A plug-in's own errors already start with the key they are about.
+            plain = not item["loc"] or message.startswith(location)
+            problems.append(message if plain else f"{location}: {message}")
+        raise ConfigError(f"{where}: {'; '.join(problems)}") from None
 
 
 def _check_keys(raw: dict[str, Any], model: type[BaseModel], prefix: str, where: str) -> None:

@@ -24,8 +24,7 @@ import numpy as np
 from xlcl.config import RunConfig, load_config
 from xlcl.data.download import OFFICIAL_URL
 from xlcl.data.sources import ENV_SOURCE
-from xlcl.methods import Schedule
-from xlcl.metrics import ScoreMatrix, cbt, cft, final_f1, final_locale_f1, read_run_dir
+from xlcl.metrics import ScoreMatrix, cbt, cft, final_locale_score, final_score, read_run_dir
 from xlcl.metrics.per_run import nanmean
 from xlcl.progress import Reporter, Silent
 from xlcl.protocol import run
@@ -117,28 +116,29 @@ def summarize_runs(runs: Sequence[tuple[str, Path]]) -> list[MethodSummary]:
             MethodSummary(
                 label=label,
                 run_dir=directory,
-                final_f1=final_f1(matrix),
+                final_f1=final_score(matrix),
                 cbt=system_cbt(matrix),
                 cft=cft(matrix),
-                untrained_f1=nanmean(matrix.f1[0]),
+                untrained_f1=nanmean(matrix.scores[0]),
             )
         )
     return summary
 
 
 def system_cbt(matrix: ScoreMatrix) -> float:
-    """CBT of the system at the end: mean_{i<T} (final_locale_f1(ℓ_i) − R[i, i]).
+    """CBT of the system at the end: mean_{i<T} (final_locale_score(ℓ_i) − R[i, i]).
 
     Sequential runs: `xlcl.metrics.cbt`. NON-SHARED LoRA (and MONO) keep one model per
     locale, so the final system scores ℓ_i with the model trained on it, R[i, i]: its CBT
     is 0 by construction (`cbt` itself is NaN there: no single model sees two locales).
     """
-    if matrix.schedule == Schedule.SEQUENTIAL:
+    schedule, t = matrix.schedule, matrix.n_locales
+    if schedule.order_dependent:
         return cbt(matrix)
-    if matrix.schedule != Schedule.INDEPENDENT:
-        return math.nan  # MULTI: one joint step, nothing learned before anything else
-    final = final_locale_f1(matrix).to_numpy()[:-1]
-    learned = np.diagonal(matrix.f1[1:])[:-1]
+    if schedule.training_steps(t) < t:
+        return math.nan  # one joint step: no locale is learned before another
+    final = final_locale_score(matrix).to_numpy()[:-1]
+    learned = np.diagonal(matrix.scores[1:])[:-1]
     return nanmean(final - learned)
 
 

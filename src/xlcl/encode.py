@@ -7,7 +7,7 @@ is predicted as ``O`` at evaluation, so scores are always over the original word
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,13 +41,22 @@ class EncodedSplit:
         """Subword length of each utterance."""
         return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64)
 
+    def subset(self, indices: Sequence[int] | np.ndarray) -> EncodedSplit:
+        """The utterances `indices` of this split, in that order (no array is copied)."""
+        return EncodedSplit(
+            self.locale,
+            [self.input_ids[i] for i in indices],
+            [self.labels[i] for i in indices],
+            [self.gold[i] for i in indices],
+            [self.first_token[i] for i in indices],
+        )
+
 
 def encode(
     utterances: Sequence[Utterance],
     tokenizer: PreTrainedTokenizerBase,
     label_ids: dict[str, int],
     max_length: int,
-    remap: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> EncodedSplit:
     """Tokenize `utterances` (all of one locale) and align their tags to first subwords."""
     if not utterances:
@@ -79,7 +88,7 @@ def encode(
                 f"(max_length={max_length})"
             )
         token_labels[firsts[kept]] = tags[kept]
-        input_ids.append(remap(ids) if remap is not None else ids)
+        input_ids.append(ids)
         labels.append(token_labels)
         gold.append(tags)
         first_token.append(firsts)
@@ -179,13 +188,20 @@ def collate_batch(
     splits: Sequence[EncodedSplit], indices: np.ndarray, pad_id: int, pad_to_multiple: int = 1
 ) -> Batch:
     """The padded batch of utterances `indices` of the concatenated `splits`."""
+    return collate(*gather(splits, indices), pad_id, pad_to_multiple)
+
+
+def gather(
+    splits: Sequence[EncodedSplit], indices: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Input ids and token labels of utterances `indices` of the concatenated `splits`."""
     offsets = np.cumsum([0, *(len(split) for split in splits)])
     position = np.searchsorted(offsets, indices, side="right") - 1
     input_ids, labels = [], []
     for split_index, utterance in zip(position, indices - offsets[position], strict=True):
         input_ids.append(splits[split_index].input_ids[utterance])
         labels.append(splits[split_index].labels[utterance])
-    return collate(input_ids, labels, pad_id, pad_to_multiple)
+    return input_ids, labels
 
 
 def iterate_batches(

@@ -1,23 +1,17 @@
 """The paper's methods as presets over two axes: schedule x parameters.
 
-A schedule says which locales a model sees and in what arrangement; parameters say which
-weights train. MULTI, MONO, VANILLA, SHARED LoRA and NON-SHARED LoRA are points on that
-grid, and nothing outside this module needs to know more than a `Method`.
+A schedule (``xlcl.schedules``) says which locales a model sees and in what arrangement;
+parameters say which weights train. MULTI, MONO, VANILLA, SHARED LoRA and NON-SHARED LoRA
+are points on that grid. Only this module knows the methods' names: everything else asks
+a `Method` for its schedule and rank.
 """
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from enum import StrEnum
 
-
-class Schedule(StrEnum):
-    """How the locales of a run are presented to the model(s)."""
-
-    JOINT = "joint"  # one model, all locales shuffled together
-    SEQUENTIAL = "sequential"  # one model, locales one after another
-    INDEPENDENT = "independent"  # one model (or adapter) per locale, each trained from the base
+from xlcl.schedules import INDEPENDENT, JOINT, SEQUENTIAL, Schedule
 
 
 @dataclass(frozen=True)
@@ -53,11 +47,11 @@ class _Preset:
 
 
 PRESETS: dict[str, _Preset] = {
-    "multi": _Preset(Schedule.JOINT, "optional"),
-    "mono": _Preset(Schedule.INDEPENDENT, "never"),
-    "vanilla": _Preset(Schedule.SEQUENTIAL, "never"),
-    "shared-lora": _Preset(Schedule.SEQUENTIAL, "required"),
-    "nonshared-lora": _Preset(Schedule.INDEPENDENT, "required"),
+    "multi": _Preset(JOINT, "optional"),
+    "mono": _Preset(INDEPENDENT, "never"),
+    "vanilla": _Preset(SEQUENTIAL, "never"),
+    "shared-lora": _Preset(SEQUENTIAL, "required"),
+    "nonshared-lora": _Preset(INDEPENDENT, "required"),
 }
 
 PAPER_NAMES: dict[str, str] = {
@@ -68,16 +62,10 @@ PAPER_NAMES: dict[str, str] = {
     "nonshared-lora": "NON-SHARED LoRA",
 }
 
-PAPER_RANKS: tuple[int, ...] = (32, 64, 256)
-
 
 def method(name: str, rank: int | None = None) -> Method:
     """The preset `name` with LoRA `rank`, validated: e.g. ``method("shared-lora", 32)``."""
-    preset = PRESETS.get(name)
-    if preset is None:
-        close = difflib.get_close_matches(name, PRESETS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown method {name!r}{hint} (known: {', '.join(PRESETS)})")
+    preset = _preset(name)
     if rank is not None and rank < 1:
         raise ValueError(f"LoRA rank must be a positive integer, got {rank}")
     if preset.rank == "required" and rank is None:
@@ -85,3 +73,17 @@ def method(name: str, rank: int | None = None) -> Method:
     if preset.rank == "never" and rank is not None:
         raise ValueError(f"method {name!r} is full fine-tuning and takes no rank")
     return Method(name=name, schedule=preset.schedule, rank=rank)
+
+
+def preset_schedule(name: str) -> Schedule:
+    """The schedule of the preset `name`, whatever its rank: ``preset_schedule("mono")``."""
+    return _preset(name).schedule
+
+
+def _preset(name: str) -> _Preset:
+    preset = PRESETS.get(name)
+    if preset is None:
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown method {name!r}{hint} (known: {', '.join(PRESETS)})")
+    return preset

@@ -17,7 +17,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModel, BertConfig, PretrainedConfig, XLMRobertaConfig
 
-from xlcl.methods import Method, Schedule
+from xlcl.methods import Method
 
 XLMR_BASE = XLMRobertaConfig(
     vocab_size=250002,
@@ -82,14 +82,18 @@ def architecture(model: str) -> PretrainedConfig:
 
 
 def count_parameters(method: Method, model: str, n_locales: int = 52) -> ParameterCount:
-    """Table 1's count for `method` on `model` with `n_locales` locales."""
+    """Table 1's count for `method` on `model` with `n_locales` locales.
+
+    Trainable parameters count once per parameter set of the schedule (`Schedule.models`):
+    `n_locales` times for an independent one.
+    """
     config = architecture(model)
+    copies = method.schedule.models(n_locales)
     with torch.device("meta"):
         encoder = AutoModel.from_config(config)
     base = sum(p.numel() for p in encoder.parameters())
     counted = f"{type(encoder).__name__} (no classification head)"
     if method.rank is None:
-        copies = n_locales if method.schedule is Schedule.INDEPENDENT else 1
         return ParameterCount(base * copies, base * copies, counted)
     lora = LoraConfig(r=method.rank, lora_alpha=method.rank, target_modules="all-linear")
     with warnings.catch_warnings():
@@ -98,5 +102,4 @@ def count_parameters(method: Method, model: str, n_locales: int = 52) -> Paramet
         )
         adapted = get_peft_model(encoder, lora)
     adapter, _ = adapted.get_nb_trainable_parameters()
-    copies = n_locales if method.schedule is Schedule.INDEPENDENT else 1
     return ParameterCount(adapter * copies, base + adapter * copies, f"{counted} + LoRA")

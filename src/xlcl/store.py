@@ -8,10 +8,8 @@ in ``docs/run-directory.md``.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -21,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from xlcl.atomic import atomic_write, atomic_write_bytes
 from xlcl.config import ConfigError, RunConfig, validate_config
 
 MANIFEST = "manifest.json"
@@ -34,6 +33,7 @@ SCORE_COLUMNS = [
     "step",
     "trained_locale",
     "eval_locale",
+    "score",
     "f1",
     "precision",
     "recall",
@@ -46,11 +46,16 @@ SCORE_COLUMNS = [
 
 @dataclass(frozen=True)
 class ScoreCell:
-    """One cell of the score matrix: `eval_locale` scored after step `step`."""
+    """One cell of the score matrix: `eval_locale` scored after step `step`.
+
+    `score` is the task's metric (the manifest's ``metric`` names it); the other columns
+    are the counts behind it, NaN where the task has no such measure.
+    """
 
     step: int
     trained_locale: str | None
     eval_locale: str
+    score: float
     f1: float
     precision: float
     recall: float
@@ -60,32 +65,8 @@ class ScoreCell:
     intent_accuracy: float = float("nan")
 
 
-def atomic_write_bytes(path: Path, content: bytes) -> None:
-    """Write `content` to `path` so that readers see the old file or the new one, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_parquet(path: Path, frame: pd.DataFrame) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        frame.to_parquet(temporary, index=False)
-        with open(temporary, "rb") as file:
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda temporary: frame.to_parquet(temporary, index=False))
 
 
 def package_versions() -> dict[str, str]:
@@ -131,6 +112,7 @@ class RunStore:
         labels: list[str],
         data_checksum: str,
         device: str,
+        metric: str,
     ) -> RunStore:
         """Start a run directory (status ``running``) under ``config.output_dir``."""
         directory = Path(config.output_dir) / config.run_id
@@ -142,6 +124,9 @@ class RunStore:
             "status": "running",
             "config": config.model_dump(mode="json"),
             "method_label": config.method_spec.label,
+            "schedule": config.method_spec.schedule.name,
+            "task": config.task,
+            "metric": metric,
             "order": list(order),
             "labels": labels,
             "versions": package_versions(),

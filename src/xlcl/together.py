@@ -6,9 +6,9 @@ every forward pass carries one batch of each locale still training: each sample 
 through its own locale's adapter and head (`AdapterRouter`; the adapters and heads stay
 PEFT's, and each is saved in PEFT's format).
 
-Each adapter keeps everything of its own that training one by one has: its batches in the
-same order (its step's seed), its loss (the mean over its own tokens), its gradient
-clipping, its AdamW and learning-rate schedule, its epochs, its dev F1 and its early
+Each adapter is a `xlcl.train.Learner`, as in one-by-one training: its batches in the
+same order (its step's seed), its loss (the objective on its own rows), its gradient
+clipping, its AdamW and learning-rate schedule, its epochs, its dev score and its early
 stopping, which restores its best epoch. Adapters share no parameter, so the gradient an
 adapter gets is the one it would get alone, up to the padding of the shared batch; with
 dropout 0 the results equal training one by one within floating-point tolerance (tested).
@@ -17,26 +17,23 @@ With dropout they differ in the masks drawn, not in distribution.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from peft import PeftModel
+from peft import PeftModel, TaskType
 from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
 from peft.utils.other import ModulesToSaveWrapper
 
 from xlcl.classifier import lora_config
 from xlcl.config import LoraSettings, TrainConfig
-from xlcl.encode import IGNORE, EncodedSplit, collate, epoch_batches
-from xlcl.evaluate.scoring import mixed_precision, score_splits
-from xlcl.train import EpochRecord, StepResult, apply_update, optimizer_for, update_due
+from xlcl.encode import Batch, EncodedSplit, collate, gather
+from xlcl.evaluate.scoring import mixed_precision
+from xlcl.train import EpochRecord, Learner, Objective, StepResult
 
 T = TypeVar("T")
 FinishedCallback = Callable[[str, StepResult], None]
@@ -135,8 +132,9 @@ def add_adapters(model: PeftModel, names: Sequence[str], rank: int, lora: LoraSe
         for name, p in model.named_parameters()
         if f".{template}." in name
     }
+    task_type = TaskType(model.peft_config[template].task_type)
     for name in names:
-        model.add_adapter(name, lora_config(rank, lora))
+        model.add_adapter(name, lora_config(rank, lora, task_type))
     model.set_adapter(names[0])
     model.delete_adapter(template)
     parameters = dict(model.named_parameters())
@@ -158,40 +156,15 @@ def adapter_parameters(model: PeftModel, name: str) -> list[tuple[str, torch.nn.
     ]
 
 
-@dataclass
-class _Adapter:
-    """One adapter's own training state."""
-
-    name: str
-    train: EncodedSplit
-    dev: EncodedSplit
-    rng: np.random.Generator
-    parameters: list[torch.nn.Parameter]
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    best_weights: list[torch.Tensor]
-    loss_sum: torch.Tensor
-    non_finite: torch.Tensor
-    epoch: int = 0
-    batches: list[np.ndarray] = field(default_factory=list)
-    position: int = 0
-    stale: int = 0
-    started: float = 0.0
-    result: StepResult = field(default_factory=StepResult)
-
-    @property
-    def epoch_done(self) -> bool:
-        return self.position >= len(self.batches)
-
-
 def train_adapters_together(
     model: PeftModel,
     names: Sequence[str],
-    train: Sequence[EncodedSplit],
+    train: Sequence[Sequence[EncodedSplit]],
     dev: Sequence[EncodedSplit],
     labels: Sequence[str],
     config: TrainConfig,
     *,
+    objective: Objective,
     pad_id: int,
     device: torch.device,
     eval_batch_size: int,
@@ -201,172 +174,90 @@ def train_adapters_together(
 ) -> dict[str, StepResult]:
     """Train the adapters `names` of `model` at once, adapter i on `train[i]` with `seeds[i]`.
 
-    `on_finished` receives each adapter as soon as it stops, with its best weights
-    restored, while the others go on training; while it runs, the model routes every
-    batch through that adapter (to score or save it). Returns every adapter's result.
+    Each adapter is a `Learner` of its own, as one-by-one training has it. `on_finished`
+    receives each adapter as soon as it stops, with its best weights restored, while the
+    others go on training; while it runs, the model routes every batch through that
+    adapter (to score or save it). Returns every adapter's result.
     """
     if not (len(names) == len(train) == len(dev) == len(seeds)):
         raise ValueError("names, train, dev and seeds must have one entry per adapter")
-    trainer = _Together(model, labels, config, pad_id, device, eval_batch_size, on_epoch)
-    adapters = [
-        trainer.new_adapter(name, train_split, dev_split, seed)
-        for name, train_split, dev_split, seed in zip(names, train, dev, seeds, strict=True)
+    learners = [
+        Learner(name, adapter_parameters(model, name), splits, [dev_split], config, seed, device)
+        for name, splits, dev_split, seed in zip(names, train, dev, seeds, strict=True)
     ]
+    router = AdapterRouter()
     results: dict[str, StepResult] = {}
-    active = list(adapters)
-    with trainer.router.route(model):
-        while True:
-            for adapter in [a for a in active if a.epoch_done]:
-                if adapter.epoch and trainer.end_epoch(adapter):
-                    active.remove(adapter)
-                    results[adapter.name] = adapter.result
-                    if on_finished is not None:
-                        trainer.router.set_single(adapter.name)
-                        on_finished(adapter.name, adapter.result)
-                else:
-                    trainer.start_epoch(adapter)
-            if not active:
-                return results
-            trainer.train_batch(active)
+    for learner in learners:
+        learner.start_epoch()
+    active = list(learners)
+    with router.route(model):
+        while active:
+            model.train()
+            for group in length_groups(active, _longest):
+                _forward_backward(model, group, router, objective, config, pad_id, device)
+            for learner in [learner for learner in active if learner.epoch_done]:
+                learner.check_finite()
+                router.set_single(learner.name)
+                dev_score = objective.task.score(
+                    model, learner.dev, labels, eval_batch_size, pad_id, device, config.precision
+                ).value
+                report = partial(on_epoch, learner.name) if on_epoch is not None else None
+                learner.end_epoch(dev_score, report)
+                if not learner.finished:
+                    learner.start_epoch()
+                    continue
+                active.remove(learner)
+                results[learner.name] = learner.result
+                if on_finished is not None:
+                    on_finished(learner.name, learner.result)
+    return results
 
 
-@dataclass
-class _Together:
-    """What every adapter's training shares: the model, its router and the settings."""
+def _longest(learner: Learner) -> int:
+    """The subword length of the longest utterance in the learner's next batch."""
+    return max(len(ids) for ids in gather(learner.train, learner.next_batch())[0])
 
-    model: PeftModel
-    labels: Sequence[str]
-    config: TrainConfig
-    pad_id: int
-    device: torch.device
-    eval_batch_size: int
-    on_epoch: AdapterEpochCallback | None
-    router: AdapterRouter = field(default_factory=AdapterRouter)
 
-    def new_adapter(self, name: str, train: EncodedSplit, dev: EncodedSplit, seed: int) -> _Adapter:
-        """The adapter `name`'s state before its first epoch, as `train_step` starts it."""
-        config = self.config
-        named = adapter_parameters(self.model, name)
-        micro_batches = -(-len(train) // config.batch_size)
-        updates_per_epoch = -(-micro_batches // config.gradient_accumulation)
-        optimizer, scheduler = optimizer_for(named, config, config.epochs * updates_per_epoch)
-        parameters = [p for _, p in named]
-        return _Adapter(
-            name=name,
-            train=train,
-            dev=dev,
-            rng=np.random.default_rng(seed),
-            parameters=parameters,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            best_weights=[p.detach().clone() for p in parameters],
-            loss_sum=torch.zeros((), device=self.device),
-            non_finite=torch.zeros((), dtype=torch.bool, device=self.device),
-        )
+def _forward_backward(
+    model: PeftModel,
+    group: Sequence[Learner],
+    router: AdapterRouter,
+    objective: Objective,
+    config: TrainConfig,
+    pad_id: int,
+    device: torch.device,
+) -> None:
+    """One pass of `group`'s next batches, each through its own adapter; count them.
 
-    def start_epoch(self, adapter: _Adapter) -> None:
-        """Draw the adapter's next epoch of batches from its own generator."""
-        adapter.epoch += 1
-        adapter.batches = epoch_batches(
-            [adapter.train], self.config.batch_size, adapter.rng, self.config.bucket_window
-        )
-        adapter.position = 0
-        adapter.loss_sum.zero_()
-        adapter.started = time.perf_counter()
-
-    def train_batch(self, active: Sequence[_Adapter]) -> None:
-        """Train every adapter in `active` on its next batch, then step those whose turn it is.
-
-        The batches go through the model in groups of similar length (`length_groups`):
-        one padded tensor for all would pad every locale to the longest one's length.
-        Adapters share no parameter, so the groups' backward passes add up to the same
-        gradients as one pass.
-        """
-        config = self.config
-        self.model.train()
-        for group in length_groups(active, self.longest):
-            self._forward_backward(group)
-        for adapter in active:
-            adapter.position += 1
-            if update_due(adapter.position, len(adapter.batches), config.gradient_accumulation):
-                adapter.non_finite |= apply_update(
-                    adapter.parameters, adapter.optimizer, adapter.scheduler, config.max_grad_norm
-                )
-
-    @staticmethod
-    def longest(adapter: _Adapter) -> int:
-        """The subword length of the longest utterance in the adapter's next batch."""
-        lengths = adapter.train.lengths[adapter.batches[adapter.position]]
-        return int(lengths.max())
-
-    def _forward_backward(self, group: Sequence[_Adapter]) -> None:
-        config = self.config
-        input_ids: list[np.ndarray] = []
-        targets: list[np.ndarray] = []
-        segments: list[tuple[str, int]] = []
-        for adapter in group:
-            indices = adapter.batches[adapter.position]
-            input_ids.extend(adapter.train.input_ids[i] for i in indices)
-            targets.extend(adapter.train.labels[i] for i in indices)
-            segments.append((adapter.name, len(indices)))
-        batch = collate(input_ids, targets, self.pad_id).to(self.device)
-        self.router.set_segments(segments)
-        with mixed_precision(config.precision, self.device):
-            logits = self.model(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask
-            ).logits
-        total = torch.zeros((), device=self.device)
+    The loss of each adapter is the objective on its own rows (the task's loss is then the
+    mean over its own tokens: the loss it gets when trained alone). Adapters share no
+    parameter, so the sum's backward pass gives each adapter its own gradients.
+    """
+    input_ids: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    segments: list[tuple[str, int]] = []
+    for learner in group:
+        ids, labels = gather(learner.train, learner.next_batch())
+        input_ids.extend(ids)
+        targets.extend(labels)
+        segments.append((learner.name, len(ids)))
+    batch = collate(input_ids, targets, pad_id).to(device)
+    router.set_segments(segments)
+    losses = []
+    total = torch.zeros((), device=device)
+    with mixed_precision(config.precision, device):
+        outputs = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         start = 0
-        for adapter, (_, count) in zip(group, segments, strict=True):
+        for _, count in segments:
             rows = slice(start, start + count)
             start += count
-            # The mean over this adapter's own tokens: the loss it gets when trained alone.
-            loss = F.cross_entropy(
-                logits[rows].flatten(0, 1).float(),
-                batch.labels[rows].flatten(),
-                ignore_index=IGNORE,
-            )
-            adapter.loss_sum += loss.detach()
+            part = Batch(*(tensor[rows] for tensor in batch.tensors))
+            loss = objective.loss(model, part, type(outputs)(logits=outputs.logits[rows]))
+            losses.append(loss.detach())
             total = total + loss / config.gradient_accumulation
-        total.backward()
-
-    def end_epoch(self, adapter: _Adapter) -> bool:
-        """Score the adapter's epoch on its dev set; whether it has finished training."""
-        if bool(adapter.non_finite):
-            raise FloatingPointError(
-                f"non-finite loss or gradient norm for adapter {adapter.name} in epoch "
-                f"{adapter.epoch}; the step is stopped"
-            )
-        config = self.config
-        self.router.set_single(adapter.name)
-        dev_f1 = score_splits(
-            self.model,
-            [adapter.dev],
-            self.labels,
-            self.eval_batch_size,
-            self.pad_id,
-            self.device,
-            config.precision,
-        ).f1
-        record = EpochRecord(
-            epoch=adapter.epoch,
-            train_loss=adapter.loss_sum.item() / max(len(adapter.batches), 1),
-            dev_f1=dev_f1,
-            learning_rate=float(adapter.scheduler.get_last_lr()[0]),
-            seconds=time.perf_counter() - adapter.started,
-        )
-        if adapter.result.add_epoch(record):
-            adapter.stale = 0
-            _copy(adapter.parameters, into=adapter.best_weights)
-        else:
-            adapter.stale += 1
-        if self.on_epoch is not None:
-            self.on_epoch(adapter.name, record, adapter.result.best_dev_f1)
-        if adapter.stale < config.patience and adapter.epoch < config.epochs:
-            return False
-        _copy(adapter.best_weights, into=adapter.parameters)
-        adapter.optimizer.zero_grad(set_to_none=True)
-        return True
+    total.backward()
+    for learner, loss in zip(group, losses, strict=True):
+        learner.micro_batch_done(loss)
 
 
 def length_groups(

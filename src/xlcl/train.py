@@ -1,8 +1,14 @@
-"""One training step of the protocol: AdamW epochs with early stopping on dev span F1.
+"""The training engine: AdamW epochs with early stopping on the task's dev score.
 
-A step trains one locale (or, for MULTI, all of them) until the dev F1 has not improved
+A step trains one locale (or, for MULTI, all of them) until the dev score has not improved
 for `patience` epochs, then restores the best epoch's weights. The optimizer is new at
 every step: the paper resets it between locales.
+
+Everything a model (or one adapter of several) needs to train lives in a `Learner`: its
+data stream, optimizer, learning-rate schedule, clipping, epoch end, early stopping and
+non-finite check. `train_step` drives one learner over one model; `xlcl.together` drives
+several adapters' learners over one frozen base. The loss is an `Objective`: the task's
+loss plus a strategy's terms.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,8 +25,12 @@ from transformers import get_linear_schedule_with_warmup
 from xlcl.classifier import trainable_parameters
 from xlcl.config import TrainConfig
 from xlcl.encode import Batch, EncodedSplit, collate_batch, epoch_batches
-from xlcl.evaluate.scoring import mixed_precision, score_splits
+from xlcl.evaluate.scoring import mixed_precision
 from xlcl.graphs import WIDTH_STEP, GraphedUpdates
+
+if TYPE_CHECKING:
+    from xlcl.strategies import Strategy
+    from xlcl.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -29,7 +39,7 @@ class EpochRecord:
 
     epoch: int
     train_loss: float
-    dev_f1: float
+    dev_score: float  # the task's metric on the dev set
     learning_rate: float
     seconds: float
 
@@ -38,20 +48,56 @@ class EpochRecord:
 class StepResult:
     """The outcome of one training step."""
 
-    best_dev_f1: float = float("-inf")
+    best_dev_score: float = float("-inf")
     best_epoch: int = 0
     epochs: list[EpochRecord] = field(default_factory=list)
 
     def add_epoch(self, record: EpochRecord) -> bool:
-        """Record an epoch; whether its dev F1 is the best yet (its weights are kept)."""
+        """Record an epoch; whether its dev score is the best yet (its weights are kept)."""
         self.epochs.append(record)
-        if record.dev_f1 > self.best_dev_f1:
-            self.best_dev_f1, self.best_epoch = record.dev_f1, record.epoch
+        if record.dev_score > self.best_dev_score:
+            self.best_dev_score, self.best_epoch = record.dev_score, record.epoch
             return True
         return False
 
 
 EpochCallback = Callable[[EpochRecord, float], None]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What training minimises: the task's loss, plus the strategy's terms when it has any."""
+
+    task: Task
+    strategy: Strategy | None = None
+
+    def loss(self, model: torch.nn.Module, batch: Batch, outputs: Any) -> torch.Tensor:
+        """The loss of `batch` given the model's `outputs` on it (`outputs.logits`)."""
+        loss = self.task.loss(outputs.logits, batch.labels)
+        if self.strategy is not None:
+            extra = self.strategy.loss_terms(model, batch, outputs)
+            if extra is not None:
+                loss = loss + extra
+        return loss
+
+
+def forward_backward(
+    model: torch.nn.Module,
+    batch: Batch,
+    objective: Objective,
+    autocast: torch.autocast,
+    accumulation: int,
+) -> torch.Tensor:
+    """Accumulate the gradients of `batch`'s loss; the loss, detached.
+
+    No reference to the autograd graph outlives this call: a CUDA graph captured later
+    must not meet gradient accumulators of this eager pass.
+    """
+    with autocast:
+        outputs = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        loss = objective.loss(model, batch, outputs)
+    (loss / accumulation).backward()
+    return loss.detach()
 
 
 def optimizer_for(
@@ -148,13 +194,13 @@ class TrainState:
     cuda_rng: list[torch.Tensor] | None = None  # dropout on a GPU draws from these
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain tensors, numbers and lists (loadable with ``weights_only=True``)."""
+        """Plain tensors, numbers, strings and containers (see `xlcl.checkpoint`)."""
         return {
             "epoch": self.epoch,
             "batches_done": self.batches_done,
             "loss_sum": self.loss_sum,
             "stale": self.stale,
-            "best_dev_f1": self.result.best_dev_f1,
+            "best_dev_score": self.result.best_dev_score,
             "best_epoch": self.result.best_epoch,
             "epochs": [asdict(record) for record in self.result.epochs],
             "best_weights": self.best_weights,
@@ -166,27 +212,172 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainState:
-        """The inverse of `to_dict`."""
-        result = StepResult(
-            values["best_dev_f1"],
-            values["best_epoch"],
-            [EpochRecord(**record) for record in values["epochs"]],
-        )
+        """The inverse of `to_dict`; also reads the states xlcl wrote before scores had
+        their task's name (``dev_f1``) and before GPU generators were kept."""
+        records = [
+            EpochRecord(**{_LEGACY_NAMES.get(key, key): value for key, value in record.items()})
+            for record in values["epochs"]
+        ]
+        best = values["best_dev_score"] if "best_dev_score" in values else values["best_dev_f1"]
         return cls(
             epoch=values["epoch"],
             batches_done=values["batches_done"],
             loss_sum=values["loss_sum"],
             stale=values["stale"],
-            result=result,
+            result=StepResult(best, values["best_epoch"], records),
             best_weights=values["best_weights"],
             optimizer=values["optimizer"],
             scheduler=values["scheduler"],
             torch_rng=values["torch_rng"],
-            cuda_rng=values.get("cuda_rng"),  # absent from checkpoints of xlcl before it
+            cuda_rng=values.get("cuda_rng"),
         )
 
 
+_LEGACY_NAMES = {"dev_f1": "dev_score"}
+
 StateCallback = Callable[[TrainState], None]
+
+
+class Learner:
+    """One model, or one adapter of several (`name`; "" for a model alone), in training.
+
+    Its batches (drawn from its own generator, seeded by the step), its AdamW and
+    learning-rate schedule, clipping, epoch bookkeeping, early stopping with its best
+    weights, and the non-finite check. Whoever drives it runs the forward and backward
+    passes (one model, or many adapters in one pass) and calls `micro_batch_done`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        named_parameters: Sequence[tuple[str, torch.nn.Parameter]],
+        train: Sequence[EncodedSplit],
+        dev: Sequence[EncodedSplit],
+        config: TrainConfig,
+        seed: int,
+        device: torch.device,
+        resume: TrainState | None = None,
+        capturable: bool = False,
+    ) -> None:
+        self.name = name
+        self.train, self.dev, self.config = list(train), list(dev), config
+        self.named_parameters = list(named_parameters)
+        self.parameters = [p for _, p in self.named_parameters]
+        self.rng = np.random.default_rng(seed)
+        self.micro_batches = sum(-(-len(split) // config.batch_size) for split in self.train)
+        updates_per_epoch = -(-self.micro_batches // config.gradient_accumulation)
+        self.optimizer, self.scheduler = optimizer_for(
+            self.named_parameters, config, config.epochs * updates_per_epoch, capturable
+        )
+        self.state = resume or TrainState(best_weights=self._snapshot())
+        if resume is not None:
+            self.optimizer.load_state_dict(resume.optimizer)
+            self.scheduler.load_state_dict(resume.scheduler)
+        for _ in range(1, self.state.epoch):  # replay the batch orders of finished epochs
+            self._draw_batches()
+        self.batches: list[np.ndarray] = []
+        self.loss_sum = torch.tensor(self.state.loss_sum, device=device)
+        # Checked when the epoch ends, not after every update: no host-device sync per batch.
+        self.non_finite = torch.zeros((), dtype=torch.bool, device=device)
+        self.started = 0.0
+        self.finished = False
+
+    @property
+    def result(self) -> StepResult:
+        """The epochs so far and the best one."""
+        return self.state.result
+
+    @property
+    def epoch_done(self) -> bool:
+        """Whether every batch of the current epoch has been trained on."""
+        return self.state.batches_done >= len(self.batches)
+
+    def start_epoch(self) -> None:
+        """Draw this epoch's batches; a resumed epoch continues at its data position."""
+        self.batches = self._draw_batches()
+        self.started = time.perf_counter()
+
+    def next_batch(self) -> np.ndarray:
+        """Indices (into the concatenated train splits) of the next micro-batch."""
+        return self.batches[self.state.batches_done]
+
+    def micro_batch_done(self, loss: torch.Tensor) -> bool:
+        """Count a micro-batch whose gradients are in; update when due. Whether it updated."""
+        self.loss_sum += loss
+        self.state.batches_done += 1
+        accumulation = self.config.gradient_accumulation
+        if not update_due(self.state.batches_done, len(self.batches), accumulation):
+            return False
+        self.non_finite |= apply_update(
+            self.parameters, self.optimizer, self.scheduler, self.config.max_grad_norm
+        )
+        return True
+
+    def updated_elsewhere(self, loss: torch.Tensor, non_finite: torch.Tensor) -> None:
+        """Count a micro-batch whose whole update ran elsewhere (a CUDA graph's replay)."""
+        self.loss_sum += loss
+        self.non_finite |= non_finite
+        self.state.batches_done += 1
+        self.scheduler.step()
+
+    @property
+    def updates_done(self) -> int:
+        """Optimizer updates in the current epoch so far."""
+        return -(-self.state.batches_done // self.config.gradient_accumulation)
+
+    def check_finite(self) -> None:
+        """Stop the step if a loss or gradient norm of this epoch was not finite."""
+        if bool(self.non_finite):
+            who = f" for adapter {self.name}" if self.name else ""
+            raise FloatingPointError(
+                f"non-finite loss or gradient norm{who} in epoch {self.state.epoch}; "
+                "the step is stopped"
+            )
+
+    def end_epoch(self, dev_score: float, on_epoch: EpochCallback | None = None) -> None:
+        """Record the epoch with its dev score; keep its weights if best; stop when due.
+
+        When training stops, the best epoch's weights are back in the model.
+        """
+        state = self.state
+        record = EpochRecord(
+            epoch=state.epoch,
+            train_loss=self.loss_sum.item() / max(self.micro_batches, 1),
+            dev_score=dev_score,
+            learning_rate=float(self.scheduler.get_last_lr()[0]),
+            seconds=time.perf_counter() - self.started,
+        )
+        if state.result.add_epoch(record):
+            state.stale = 0
+            _copy(self.parameters, into=[state.best_weights[n] for n, _ in self.named_parameters])
+        else:
+            state.stale += 1
+        if on_epoch is not None:
+            on_epoch(record, state.result.best_dev_score)
+        self.finished = state.stale >= self.config.patience or state.epoch >= self.config.epochs
+        state.epoch, state.batches_done, state.loss_sum = state.epoch + 1, 0, 0.0
+        self.loss_sum.zero_()
+        if self.finished:
+            _copy([state.best_weights[n] for n, _ in self.named_parameters], into=self.parameters)
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def snapshot(self, device: torch.device) -> TrainState:
+        """The state to continue this step from the current batch (a checkpoint inside it)."""
+        state = self.state
+        state.loss_sum = self.loss_sum.item()
+        state.optimizer, state.scheduler = self.optimizer.state_dict(), self.scheduler.state_dict()
+        state.torch_rng = torch.get_rng_state()
+        if device.type == "cuda":
+            state.cuda_rng = torch.cuda.get_rng_state_all()
+        return state
+
+    def _draw_batches(self) -> list[np.ndarray]:
+        return epoch_batches(
+            self.train, self.config.batch_size, self.rng, self.config.bucket_window
+        )
+
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().clone() for name, p in self.named_parameters}
 
 
 def train_step(
@@ -196,6 +387,7 @@ def train_step(
     labels: Sequence[str],
     config: TrainConfig,
     *,
+    objective: Objective,
     pad_id: int,
     device: torch.device,
     eval_batch_size: int,
@@ -205,133 +397,69 @@ def train_step(
     save_every: int | None = None,
     on_save: StateCallback | None = None,
 ) -> StepResult:
-    """Train `model` in place on `train`; keep the weights of the best dev-F1 epoch.
+    """Train `model` in place on `train`; keep the weights of the best dev-score epoch.
 
     Every `save_every` optimizer updates, `on_save` receives the state to continue from;
     `resume` continues from such a state (the model must already hold its weights).
     """
-    rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    micro_batches = sum(-(-len(split) // config.batch_size) for split in train)
-    updates_per_epoch = -(-micro_batches // config.gradient_accumulation)
     # Graphs need one micro-batch an update; a step retried after running out of memory
     # (half the batch, twice the accumulation) runs eagerly.
     graphs = config.cuda_graphs and config.gradient_accumulation == 1
-    optimizer, scheduler = optimizer_for(
-        trainable_parameters(model), config, config.epochs * updates_per_epoch, graphs
+    learner = Learner(
+        "", trainable_parameters(model), train, dev, config, seed, device, resume, graphs
     )
-    parameters = [p for _, p in trainable_parameters(model)]
-    state = resume or TrainState(best_weights=_snapshot(model))
     if resume is not None:
-        optimizer.load_state_dict(resume.optimizer)
-        scheduler.load_state_dict(resume.scheduler)
         if resume.torch_rng is not None:
             torch.set_rng_state(resume.torch_rng)
         if resume.cuda_rng is not None and device.type == "cuda":
             torch.cuda.set_rng_state_all(resume.cuda_rng)
-    for _ in range(1, state.epoch):  # replay the batch orders of finished epochs
-        epoch_batches(train, config.batch_size, rng, config.bucket_window)
-    result = state.result
     autocast = mixed_precision(config.precision, device)
-    graphed = None
-    if graphs:
-        uncached = mixed_precision(config.precision, device, cache=False)  # capture needs it
-
-        def one_update(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-            loss = _forward_backward(model, batch, uncached, accumulation=1)
-            return loss, clip_and_step(parameters, optimizer, config.max_grad_norm)
-
-        graphed = GraphedUpdates(one_update, optimizer, device)
-    while state.epoch <= config.epochs:
-        started = time.perf_counter()
+    graphed = _graphed_updates(model, learner, objective, device) if graphs else None
+    task = objective.task
+    while not learner.finished:
+        learner.start_epoch()
         model.train()
-        loss_sum = torch.tensor(state.loss_sum, device=device)
-        # Checked when the epoch ends, not after every update: no host-device sync per batch.
-        non_finite = torch.zeros((), dtype=torch.bool, device=device)
-        batches = epoch_batches(train, config.batch_size, rng, config.bucket_window)
-        for index in range(state.batches_done, len(batches)):
-            finished = index + 1
-            if graphed is not None and len(batches[index]) == config.batch_size:
-                batch = collate_batch(train, batches[index], pad_id, WIDTH_STEP)
-                loss, failed = graphed.update(batch)
-                loss_sum += loss
-                non_finite |= failed
-                scheduler.step()
+        while not learner.epoch_done:
+            indices = learner.next_batch()
+            if graphed is not None and len(indices) == config.batch_size:
+                batch = collate_batch(learner.train, indices, pad_id, WIDTH_STEP)
+                learner.updated_elsewhere(*graphed.update(batch))
             else:
-                batch = collate_batch(train, batches[index], pad_id).to(device)
-                loss_sum += _forward_backward(model, batch, autocast, config.gradient_accumulation)
-                if not update_due(finished, len(batches), config.gradient_accumulation):
+                batch = collate_batch(learner.train, indices, pad_id).to(device)
+                loss = forward_backward(
+                    model, batch, objective, autocast, config.gradient_accumulation
+                )
+                if not learner.micro_batch_done(loss):
                     continue
-                non_finite |= apply_update(parameters, optimizer, scheduler, config.max_grad_norm)
-            update = -(-finished // config.gradient_accumulation)
-            if save_every and on_save and update % save_every == 0 and finished < len(batches):
-                _stop_if(non_finite, state.epoch)
-                state.batches_done, state.loss_sum = finished, loss_sum.item()
-                state.optimizer, state.scheduler = optimizer.state_dict(), scheduler.state_dict()
-                state.torch_rng = torch.get_rng_state()
-                if device.type == "cuda":
-                    state.cuda_rng = torch.cuda.get_rng_state_all()
-                on_save(state)
-        _stop_if(non_finite, state.epoch)
-        dev_f1 = score_splits(
-            model, dev, labels, eval_batch_size, pad_id, device, config.precision
-        ).f1
-        record = EpochRecord(
-            epoch=state.epoch,
-            train_loss=loss_sum.item() / max(micro_batches, 1),
-            dev_f1=dev_f1,
-            learning_rate=float(scheduler.get_last_lr()[0]),
-            seconds=time.perf_counter() - started,
-        )
-        if result.add_epoch(record):
-            state.stale = 0
-            _copy_weights(model, state.best_weights)
-        else:
-            state.stale += 1
-        if on_epoch is not None:
-            on_epoch(record, result.best_dev_f1)
-        state.epoch, state.batches_done, state.loss_sum = state.epoch + 1, 0, 0.0
-        if state.stale >= config.patience:
-            break
-    _restore(model, state.best_weights)
-    return result
+            due = save_every and on_save and learner.updates_done % save_every == 0
+            if due and not learner.epoch_done:
+                learner.check_finite()
+                on_save(learner.snapshot(device))  # type: ignore[misc]
+        learner.check_finite()
+        dev_score = task.score(
+            model, learner.dev, labels, eval_batch_size, pad_id, device, config.precision
+        ).value
+        learner.end_epoch(dev_score, on_epoch)
+    return learner.result
 
 
-def _forward_backward(
-    model: torch.nn.Module, batch: Batch, autocast: torch.autocast, accumulation: int
-) -> torch.Tensor:
-    """Accumulate the gradients of `batch`'s loss; the loss, detached.
+def _graphed_updates(
+    model: torch.nn.Module, learner: Learner, objective: Objective, device: torch.device
+) -> GraphedUpdates:
+    """The learner's update (objective, clipping, AdamW) recorded per batch width."""
+    uncached = mixed_precision(learner.config.precision, device, cache=False)  # capture needs it
 
-    No reference to the autograd graph outlives this call: a CUDA graph captured later
-    must not meet gradient accumulators of this eager pass.
-    """
-    with autocast:
-        loss = model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
-        ).loss
-    (loss / accumulation).backward()
-    return loss.detach()
-
-
-def _stop_if(non_finite: torch.Tensor, epoch: int) -> None:
-    if bool(non_finite):
-        raise FloatingPointError(
-            f"non-finite loss or gradient norm in epoch {epoch}; the step is stopped"
+    def one_update(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = forward_backward(model, batch, objective, uncached, accumulation=1)
+        return loss, clip_and_step(
+            learner.parameters, learner.optimizer, learner.config.max_grad_norm
         )
 
-
-def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in trainable_parameters(model)}
+    return GraphedUpdates(one_update, learner.optimizer, device)
 
 
-def _copy_weights(model: torch.nn.Module, into: dict[str, torch.Tensor]) -> None:
-    """Overwrite the snapshot `into` in place: no second copy of the weights at any time."""
-    with torch.no_grad():
-        for name, parameter in trainable_parameters(model):
-            into[name].copy_(parameter)
-
-
-def _restore(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for name, parameter in trainable_parameters(model):
-            parameter.copy_(state[name])
+@torch.no_grad()
+def _copy(sources: Sequence[torch.Tensor], into: Sequence[torch.Tensor]) -> None:
+    for target, source in zip(into, sources, strict=True):
+        target.copy_(source)

@@ -41,7 +41,7 @@ def test_report_writes_html_tables_and_figures(tmp_path: Path) -> None:
     assert "note: 1 unfinished run(s)" in result.stderr
     assert (out / "report.html").stat().st_size > 10_000
     assert (out / "tables" / "table1.tex").exists()
-    assert (out / "figures" / "fig2_avg_f1.pdf").exists()
+    assert (out / "figures" / "fig2_avg_score.pdf").exists()
 
 
 def test_nothing_to_report_exits_2(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from xlcl.metrics import ScoreMatrix
+from xlcl.schedules import INDEPENDENT, JOINT
 
 nan = np.nan
 
@@ -19,7 +20,7 @@ def seq3() -> ScoreMatrix:
         [0.40, 0.60, nan],  # step 2: b learned
         [0.30, 0.50, 0.70],  # step 3: c learned
     ]
-    return ScoreMatrix(order=("a", "b", "c"), f1=np.array(f1), method="vanilla")
+    return ScoreMatrix(order=("a", "b", "c"), scores=np.array(f1), method="vanilla")
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def seq4() -> ScoreMatrix:
         [0.7, 0.6, 0.9, 0.3],
         [0.4, 0.7, 0.6, 0.8],
     ]
-    return ScoreMatrix(order=("a", "b", "c", "d"), f1=np.array(f1), method="shared-lora")
+    return ScoreMatrix(order=("a", "b", "c", "d"), scores=np.array(f1), method="shared-lora")
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def seq3_other_order() -> ScoreMatrix:
         [0.4, 0.8, 0.5],
         [0.4, 0.6, 0.9],
     ]
-    return ScoreMatrix(order=("c", "a", "b"), f1=np.array(f1), method="vanilla")
+    return ScoreMatrix(order=("c", "a", "b"), scores=np.array(f1), method="vanilla")
 
 
 @pytest.fixture
@@ -56,11 +57,13 @@ def mono3() -> ScoreMatrix:
         [nan, 0.8, nan],
         [nan, nan, 0.7],
     ]
-    return ScoreMatrix(order=("a", "b", "c"), f1=np.array(f1), method="mono")
+    return ScoreMatrix(
+        order=("a", "b", "c"), scores=np.array(f1), schedule=INDEPENDENT, method="mono"
+    )
 
 
 @pytest.fixture
 def multi3() -> ScoreMatrix:
     """One joint model: row 0 before training, row 1 after the joint step."""
     f1 = [[0.1, 0.2, 0.0], [0.6, 0.9, 0.3]]
-    return ScoreMatrix(order=("a", "b", "c"), f1=np.array(f1), method="multi")
+    return ScoreMatrix(order=("a", "b", "c"), scores=np.array(f1), schedule=JOINT, method="multi")

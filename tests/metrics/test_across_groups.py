@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from xlcl.data import LOCALES
 from xlcl.metrics import (
     MetricsInputError,
     ScoreMatrix,
@@ -27,7 +28,7 @@ nan = np.nan
 #   .5 .3 .2                       .6 .4 .2
 #   .4 .6 NaN                      .4 .8 .5
 #   .3 .5 .7                       .4 .6 .9
-# seq3_other_order: CBT = ((.4 - .6) + (.6 - .8)) / 2 = -.2; final_f1 = 1.9 / 3;
+# seq3_other_order: CBT = ((.4 - .6) + (.6 - .8)) / 2 = -.2; final_score = 1.9 / 3;
 # effect rows .4 .2 0 | -.2 .4 .3 | 0 -.2 .4; perf_shift NaN NaN -.2 -.1
 
 
@@ -39,8 +40,8 @@ def test_scalars_mean_and_sample_std(seq3: ScoreMatrix, seq3_other_order: ScoreM
     assert cbt["mean"] == pytest.approx(-0.175)
     assert cbt["std"] == pytest.approx(0.05 / np.sqrt(2))
     assert cbt["n"] == 2
-    # final_f1: mean(.5, 1.9 / 3)
-    assert agg.scalars.loc["final_f1", "mean"] == pytest.approx((0.5 + 1.9 / 3) / 2)
+    # final_score: mean(.5, 1.9 / 3)
+    assert agg.scalars.loc["final_score", "mean"] == pytest.approx((0.5 + 1.9 / 3) / 2)
 
 
 def test_one_run_has_no_std(seq3: ScoreMatrix) -> None:
@@ -62,7 +63,7 @@ def test_per_locale_means_and_counts(seq3: ScoreMatrix, seq3_other_order: ScoreM
     mean, n = agg.locale_mean, agg.locale_n
     assert list(mean.index) == ["a", "b", "c"]
     # final F1: a (.3 + .6) / 2; b (.5 + .9) / 2; c (.7 + .4) / 2
-    np.testing.assert_allclose(mean["final_f1"], [0.45, 0.7, 0.55], atol=1e-12)
+    np.testing.assert_allclose(mean["final_score"], [0.45, 0.7, 0.55], atol=1e-12)
     # perf_shift of ℓ's own step: a NaN / -.2; b -.1 / -.1; c -.1 / NaN (step 1 of order 2)
     np.testing.assert_allclose(mean["perf_shift"], [-0.2, -0.1, -0.1], atol=1e-12)
     assert n["perf_shift"].tolist() == [1, 2, 1]
@@ -83,15 +84,15 @@ def test_group_means(seq3: ScoreMatrix, seq3_other_order: ScoreMatrix) -> None:
     assert list(table.index) == ["X", "Y"]
     assert table["n_locales"].tolist() == [2, 1]
     # X: final (.45 + .7) / 2; perf_shift (-.2 - .1) / 2
-    assert table.loc["X", "final_f1"] == pytest.approx(0.575)
+    assert table.loc["X", "final_score"] == pytest.approx(0.575)
     assert table.loc["X", "perf_shift"] == pytest.approx(-0.15)
-    assert table.loc["Y", "final_f1"] == pytest.approx(0.55)
+    assert table.loc["Y", "final_score"] == pytest.approx(0.55)
 
 
 def test_group_means_leave_out_ungrouped_locales() -> None:
-    values = pd.DataFrame({"final_f1": [0.2, 0.4, 0.9]}, index=["a", "b", "c"])
+    values = pd.DataFrame({"final_score": [0.2, 0.4, 0.9]}, index=["a", "b", "c"])
     table = group_means(values, {"a": "X", "b": "X"})
-    assert table.loc["X", "final_f1"] == pytest.approx(0.3)
+    assert table.loc["X", "final_score"] == pytest.approx(0.3)
     assert ungrouped(values.index, {"a": "X", "b": "X"}) == ["c"]
 
 
@@ -108,10 +109,7 @@ def test_attribute_groupings_from_explicit_facts() -> None:
 
 
 def test_attribute_groupings_from_locales_table() -> None:
-    data = pytest.importorskip("xlcl.data")
-    if not hasattr(data, "LOCALES"):
-        pytest.skip("xlcl.data.LOCALES not available yet")
-    groupings = attribute_groupings(["en-US", "zh-CN", "th-TH"], data.LOCALES)
+    groupings = attribute_groupings(["en-US", "zh-CN", "th-TH"], LOCALES)
     assert groupings["latin"] == {"en-US": "Latin", "zh-CN": "non-Latin", "th-TH": "non-Latin"}
     assert groupings["script"]["th-TH"] == "Thai"
     assert set(groupings["vitality"].values()) <= {"low", "mid", "high"}

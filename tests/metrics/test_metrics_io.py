@@ -10,7 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xlcl.metrics import MetricsInputError, ScoreMatrix, load, read_table, to_long, to_square
+from metrics.run_dirs import INTENT, write_new_run_dir, write_old_run_dir
+from xlcl.metrics import (
+    MetricsInputError,
+    ScoreMatrix,
+    load,
+    read_run_dir,
+    read_table,
+    to_long,
+    to_square,
+)
+from xlcl.schedules import INDEPENDENT, JOINT, SEQUENTIAL
 
 
 def write_run(
@@ -27,7 +37,7 @@ def write_run(
     }
     (path / "manifest.json").write_text(json.dumps(manifest))
     table = to_long(matrix)
-    table["precision"] = table["f1"]
+    table["precision"] = table["score"]
     table.to_parquet(path / "scores.parquet")
     if status == "done":
         (path / "DONE").write_text("")
@@ -40,7 +50,44 @@ def test_run_directory(tmp_path: Path, seq4: ScoreMatrix) -> None:
     assert run.run_id == "0123456789ab"
     assert run.label == "shared-lora r32 tiny"
     assert run.matrix.method == "shared-lora" and run.matrix.order == seq4.order
-    np.testing.assert_array_equal(run.matrix.f1, seq4.f1)
+    np.testing.assert_array_equal(run.matrix.scores, seq4.scores)
+
+
+def test_an_old_run_directory_reads_as_slot_filling_by_its_method(
+    tmp_path: Path, mono3: ScoreMatrix
+) -> None:
+    # no score column (f1 is the score), no schedule/task/metric in the manifest, dev_f1
+    path = write_old_run_dir(tmp_path, "old", mono3, "nonshared-lora", rank=8)
+    assert "score" not in pd.read_parquet(path / "scores.parquet").columns
+    run = read_run_dir(path)
+    assert run.matrix.schedule == INDEPENDENT  # nonshared-lora's, from xlcl.methods
+    assert (run.matrix.metric, run.task) == ("span F1", "massive-slots")
+    assert run.label == "nonshared-lora r8 tiny"  # as before tasks: the task is not named
+    np.testing.assert_array_equal(run.matrix.scores, mono3.scores)
+
+
+def test_a_new_run_directory_reads_its_score_schedule_and_metric(tmp_path: Path) -> None:
+    accuracy = [[0.2, 0.1, 0.3], [0.9, 0.4, 0.5], [0.7, 0.95, 0.6], [0.6, 0.9, 0.97]]
+    matrix = ScoreMatrix(("a", "b", "c"), accuracy, SEQUENTIAL, INTENT)
+    # the manifest's schedule decides: the method's name need not be a preset
+    path = write_new_run_dir(tmp_path, "new", matrix, "my-strategy")
+    stored = pd.read_parquet(path / "scores.parquet")
+    assert list(stored.columns[:4]) == ["step", "trained_locale", "eval_locale", "score"]
+    assert stored["f1"].isna().all()
+    run = read_run_dir(path)
+    assert run.matrix.schedule == SEQUENTIAL and run.matrix.metric == "intent accuracy"
+    assert run.task == "massive-intent"
+    assert run.label == "my-strategy tiny massive-intent"  # never averaged with slot runs
+    np.testing.assert_array_equal(run.matrix.scores, accuracy)
+
+
+def test_a_manifest_schedule_must_be_known(tmp_path: Path, multi3: ScoreMatrix) -> None:
+    path = write_new_run_dir(tmp_path, "new", multi3, "multi", task="massive-slots")
+    assert read_run_dir(path).matrix.schedule == JOINT
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "schedule": "jiont"}))
+    with pytest.raises(MetricsInputError, match="unknown schedule 'jiont'; did you mean 'joint'"):
+        read_run_dir(path)
 
 
 def test_multi_run_directory_takes_the_manifest_order(tmp_path: Path, multi3: ScoreMatrix) -> None:
@@ -50,7 +97,7 @@ def test_multi_run_directory_takes_the_manifest_order(tmp_path: Path, multi3: Sc
     (path / "manifest.json").write_text(json.dumps(manifest))
     (run,) = load([path]).runs
     assert run.matrix.order == ("c", "b", "a")
-    np.testing.assert_array_equal(run.matrix.f1[1], [0.3, 0.9, 0.6])
+    np.testing.assert_array_equal(run.matrix.scores[1], [0.3, 0.9, 0.6])
 
 
 def test_sweep_finds_runs_at_any_depth_and_skips_unfinished(
@@ -97,7 +144,20 @@ def test_long_csv_and_parquet_with_runs(
             ("o1", "vanilla", ("a", "b", "c")),
             ("o2", "vanilla", ("c", "a", "b")),
         ]
-        np.testing.assert_array_equal(runs[1].matrix.f1, seq3_other_order.f1)
+        np.testing.assert_array_equal(runs[1].matrix.scores, seq3_other_order.scores)
+
+
+def test_long_table_schedule_from_its_schedule_or_method_column(
+    tmp_path: Path, mono3: ScoreMatrix
+) -> None:
+    to_long(mono3).assign(method="mono").to_csv(tmp_path / "by_method.csv", index=False)
+    named = to_long(mono3).assign(method="mine", schedule="independent", metric=INTENT)
+    named.to_csv(tmp_path / "by_schedule.csv", index=False)
+    (by_method,) = read_table(tmp_path / "by_method.csv")
+    (by_schedule,) = read_table(tmp_path / "by_schedule.csv")
+    assert by_method.matrix.schedule == by_schedule.matrix.schedule == INDEPENDENT
+    assert (by_method.matrix.metric, by_schedule.matrix.metric) == ("span F1", INTENT)
+    assert by_schedule.label == "mine"
 
 
 def test_long_table_without_run_column_is_one_run(tmp_path: Path, seq3: ScoreMatrix) -> None:
@@ -111,7 +171,7 @@ def test_square_csv_with_empty_cells(tmp_path: Path) -> None:
     path.write_text("step,en-US,de-DE\n0,0.1,0.2\n1,0.5,\n2,0.4,0.6\n")
     (run,) = read_table(path)
     assert run.matrix.order == ("en-US", "de-DE")
-    np.testing.assert_array_equal(run.matrix.f1, [[0.1, 0.2], [0.5, np.nan], [0.4, 0.6]])
+    np.testing.assert_array_equal(run.matrix.scores, [[0.1, 0.2], [0.5, np.nan], [0.4, 0.6]])
 
 
 @pytest.mark.parametrize("bom", ["", "\ufeff"])
@@ -120,7 +180,7 @@ def test_square_csv_read_with_or_without_a_byte_order_mark(tmp_path: Path, bom: 
     path.write_text(bom + "step,en-US,de-DE\n0,0.1,0.2\n1,0.5,0.3\n2,0.4,0.6\n", encoding="utf-8")
     (run,) = read_table(path)
     assert run.matrix.order == ("en-US", "de-DE")
-    np.testing.assert_array_equal(run.matrix.f1, [[0.1, 0.2], [0.5, 0.3], [0.4, 0.6]])
+    np.testing.assert_array_equal(run.matrix.scores, [[0.1, 0.2], [0.5, 0.3], [0.4, 0.6]])
 
 
 def test_square_and_long_files_agree(tmp_path: Path, seq4: ScoreMatrix) -> None:
@@ -128,7 +188,7 @@ def test_square_and_long_files_agree(tmp_path: Path, seq4: ScoreMatrix) -> None:
     to_long(seq4).to_csv(tmp_path / "long.csv", index=False)
     (square,) = read_table(tmp_path / "sq.csv")
     (long,) = read_table(tmp_path / "long.csv")
-    np.testing.assert_array_equal(square.matrix.f1, long.matrix.f1)
+    np.testing.assert_array_equal(square.matrix.scores, long.matrix.scores)
 
 
 @pytest.mark.parametrize(
@@ -152,9 +212,9 @@ def test_invalid_files(tmp_path: Path, name: str, text: str, message: str) -> No
 
 def test_run_column_names_the_bad_run(tmp_path: Path, seq3: ScoreMatrix) -> None:
     table = to_long(seq3).assign(run="o1")
-    table.loc[len(table) - 1, "f1"] = 2.0
+    table.loc[len(table) - 1, "score"] = 2.0
     table.to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(MetricsInputError, match=r"bad.csv: run o1: F1 outside"):
+    with pytest.raises(MetricsInputError, match=r"bad.csv: run o1: span F1 outside"):
         read_table(tmp_path / "bad.csv")
 
 

@@ -30,7 +30,7 @@ def matrices(draw: st.DrawFn, nan: bool = True) -> ScoreMatrix:
     t = draw(st.integers(1, len(LOCALES)))
     elements = st.one_of(scores, st.just(np.nan)) if nan else scores
     f1 = draw(arrays(float, (t + 1, t), elements=elements))
-    return ScoreMatrix(order=LOCALES[:t], f1=f1, method="vanilla")
+    return ScoreMatrix(order=LOCALES[:t], scores=f1, method="vanilla")
 
 
 def same(a: object, b: object) -> None:
@@ -47,7 +47,7 @@ def test_no_change_after_learning_means_no_forgetting(t: int, data: st.DataObjec
     f1 = data.draw(arrays(float, (t + 1, t), elements=scores))
     for j in range(t):  # every row from the one that learned ℓ_j on keeps R[j, j]
         f1[j + 1 :, j] = f1[j + 1, j]
-    run = ScoreMatrix(order=LOCALES[:t], f1=f1)
+    run = ScoreMatrix(order=LOCALES[:t], scores=f1)
     assert cbt(run) == 0.0
     assert forgetting(run) == 0.0
 
@@ -57,7 +57,7 @@ def test_no_change_after_learning_means_no_forgetting(t: int, data: st.DataObjec
 def test_renaming_locales_renames_per_locale_results(run: ScoreMatrix, perm: list[int]) -> None:
     renamed_order = tuple(LOCALES[i] for i in perm[: run.n_locales])
     rename = dict(zip(run.order, renamed_order, strict=True))
-    renamed = ScoreMatrix(order=renamed_order, f1=run.f1, method=run.method)
+    renamed = ScoreMatrix(order=renamed_order, scores=run.scores, method=run.method)
     a, b = summarize(run, hops=3), summarize(renamed, hops=3)
     same(a.scalars, b.scalars)
     same(a.curves, b.curves)

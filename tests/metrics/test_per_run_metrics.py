@@ -10,17 +10,18 @@ import pytest
 
 from xlcl.metrics import (
     ScoreMatrix,
-    avg_f1,
+    avg_score,
     cbt,
     cft,
     effect,
-    final_f1,
-    final_locale_f1,
+    final_locale_score,
+    final_score,
     forgetting,
-    learning_f1,
     learning_gain,
+    learning_score,
     perf_shift,
 )
+from xlcl.schedules import INDEPENDENT
 
 nan = np.nan
 
@@ -33,11 +34,11 @@ def close(actual: Any, expected: Any) -> None:
 # step 0: .1 .2 .3 | step 1: .5 .3 .2 | step 2: .4 .6 NaN | step 3: .3 .5 .7
 
 
-def test_seq3_avg_and_final_f1(seq3: ScoreMatrix) -> None:
-    # avg_f1[1] = .5; [2] = (.4 + .6) / 2 = .5; [3] = (.3 + .5 + .7) / 3 = .5
-    close(avg_f1(seq3), [nan, 0.5, 0.5, 0.5])
-    assert final_f1(seq3) == pytest.approx(0.5)
-    close(final_locale_f1(seq3), [0.3, 0.5, 0.7])
+def test_seq3_avg_and_final_score(seq3: ScoreMatrix) -> None:
+    # avg_score[1] = .5; [2] = (.4 + .6) / 2 = .5; [3] = (.3 + .5 + .7) / 3 = .5
+    close(avg_score(seq3), [nan, 0.5, 0.5, 0.5])
+    assert final_score(seq3) == pytest.approx(0.5)
+    close(final_locale_score(seq3), [0.3, 0.5, 0.7])
 
 
 def test_seq3_effect(seq3: ScoreMatrix) -> None:
@@ -74,7 +75,7 @@ def test_seq3_forgetting(seq3: ScoreMatrix) -> None:
 
 def test_seq3_learning(seq3: ScoreMatrix) -> None:
     # (R[1,a] + R[2,b] + R[3,c]) / 3 = (.5 + .6 + .7) / 3 = .6
-    assert learning_f1(seq3) == pytest.approx(0.6)
+    assert learning_score(seq3) == pytest.approx(0.6)
     # effect[p, p]: .4, .3, and NaN (R[2, c] is NaN)
     gain = learning_gain(seq3)
     assert list(gain.index) == ["a", "b", "c"]
@@ -86,9 +87,9 @@ def test_seq3_learning(seq3: ScoreMatrix) -> None:
 
 
 def test_seq4_curves(seq4: ScoreMatrix) -> None:
-    # avg_f1: .6; (.5 + .8) / 2 = .65; (.7 + .6 + .9) / 3 = 2.2 / 3; (.4 + .7 + .6 + .8) / 4
-    close(avg_f1(seq4), [nan, 0.6, 0.65, 2.2 / 3, 0.625])
-    assert final_f1(seq4) == pytest.approx(0.625)
+    # avg_score: .6; (.5 + .8) / 2 = .65; (.7 + .6 + .9) / 3 = 2.2 / 3; (.4 + .7 + .6 + .8) / 4
+    close(avg_score(seq4), [nan, 0.6, 0.65, 2.2 / 3, 0.625])
+    assert final_score(seq4) == pytest.approx(0.625)
     # perf_shift[2] = .5 - .6 = -.1; [3] = mean(.7 - .5, .6 - .8) = 0;
     # [4] = mean(.4 - .7, .7 - .6, .6 - .9) = -.5 / 3
     close(perf_shift(seq4), [nan, nan, -0.1, 0.0, -0.5 / 3])
@@ -109,7 +110,7 @@ def test_seq4_forgetting_max_after_learning(seq4: ScoreMatrix) -> None:
 
 def test_seq4_learning(seq4: ScoreMatrix) -> None:
     # (.6 + .8 + .9 + .8) / 4 = 3.1 / 4
-    assert learning_f1(seq4) == pytest.approx(0.775)
+    assert learning_score(seq4) == pytest.approx(0.775)
     # .6 - 0, .8 - .2, .9 - .4, .8 - .3
     close(learning_gain(seq4), [0.6, 0.6, 0.5, 0.5])
 
@@ -118,11 +119,11 @@ def test_seq4_learning(seq4: ScoreMatrix) -> None:
 
 
 def test_independent_uses_the_diagonal(mono3: ScoreMatrix) -> None:
-    # avg_f1[i] = mean_{j<=i} R[j,j]: .6; (.6 + .8) / 2; (.6 + .8 + .7) / 3
-    close(avg_f1(mono3), [nan, 0.6, 0.7, 0.7])
-    assert final_f1(mono3) == pytest.approx(0.7)
-    assert learning_f1(mono3) == pytest.approx(0.7)
-    close(final_locale_f1(mono3), [0.6, 0.8, 0.7])
+    # avg_score[i] = mean_{j<=i} R[j,j]: .6; (.6 + .8) / 2; (.6 + .8 + .7) / 3
+    close(avg_score(mono3), [nan, 0.6, 0.7, 0.7])
+    assert final_score(mono3) == pytest.approx(0.7)
+    assert learning_score(mono3) == pytest.approx(0.7)
+    close(final_locale_score(mono3), [0.6, 0.8, 0.7])
     # every model starts from the untrained one: R[p,p] - R[0,p] = .6 - .1, .8 - .2, .7 - 0
     close(learning_gain(mono3), [0.5, 0.6, 0.7])
 
@@ -134,20 +135,20 @@ def test_independent_has_no_transfer(mono3: ScoreMatrix) -> None:
 
 def test_independent_ignores_off_diagonal_cells_when_all_models_are_evaluated() -> None:
     f1 = np.array([[0.1, 0.1], [0.5, 0.3], [0.2, 0.6]])
-    run = ScoreMatrix(order=("a", "b"), f1=f1, method="nonshared-lora")
-    close(avg_f1(run), [nan, 0.5, 0.55])  # (.5 + .6) / 2, not R[2, :]
+    run = ScoreMatrix(order=("a", "b"), scores=f1, schedule=INDEPENDENT)
+    close(avg_score(run), [nan, 0.5, 0.55])  # (.5 + .6) / 2, not R[2, :]
     assert math.isnan(cbt(run))
 
 
-# --- MULTI: one joint row along the order --------------------------------------------------
+# --- joint (MULTI): one row along the order --------------------------------------------------
 
 
 def test_multi_curve_along_the_order(multi3: ScoreMatrix) -> None:
     # R_multi = .6 .9 .3: .6; (.6 + .9) / 2; (.6 + .9 + .3) / 3
-    close(avg_f1(multi3), [nan, 0.6, 0.75, 0.6])
-    assert final_f1(multi3) == pytest.approx(0.6)  # the mean of row 1
-    assert learning_f1(multi3) == pytest.approx(0.6)
-    close(final_locale_f1(multi3), [0.6, 0.9, 0.3])
+    close(avg_score(multi3), [nan, 0.6, 0.75, 0.6])
+    assert final_score(multi3) == pytest.approx(0.6)  # the mean of row 1
+    assert learning_score(multi3) == pytest.approx(0.6)
+    close(final_locale_score(multi3), [0.6, 0.9, 0.3])
     close(learning_gain(multi3), [0.5, 0.7, 0.3])  # R[1, j] - R[0, j]
     close(effect(multi3), [[nan, nan, nan], [0.5, 0.7, 0.3]])
 
@@ -159,13 +160,13 @@ def test_multi_has_no_transfer(multi3: ScoreMatrix) -> None:
 
 
 def test_single_locale_run_has_no_transfer() -> None:
-    run = ScoreMatrix(order=("a",), f1=np.array([[0.1], [0.7]]), method="vanilla")
-    assert final_f1(run) == pytest.approx(0.7)
+    run = ScoreMatrix(order=("a",), scores=np.array([[0.1], [0.7]]), method="vanilla")
+    assert final_score(run) == pytest.approx(0.7)
     assert all(math.isnan(f(run)) for f in (cbt, cft, forgetting))
 
 
 def test_all_nan_aggregate_is_nan_not_zero() -> None:
     f1 = np.array([[0.1, 0.1], [nan, nan], [nan, 0.5]])
-    run = ScoreMatrix(order=("a", "b"), f1=f1)
-    assert math.isnan(avg_f1(run)[1])
+    run = ScoreMatrix(order=("a", "b"), scores=f1)
+    assert math.isnan(avg_score(run)[1])
     assert math.isnan(cbt(run)) and math.isnan(forgetting(run))

@@ -96,6 +96,27 @@ def test_save_and_load(tmp_path: Path) -> None:
     assert VocabularyTrim.load(tmp_path / "trim.json") == trim
 
 
+def test_a_save_that_fails_midway_leaves_the_old_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "trim.json"
+    old = VocabularyTrim.from_token_ids([5, 9], special_ids=[0, 1])
+    old.save(path)
+    written = path.read_bytes()
+
+    def disk_full_halfway(self: Path, content: bytes) -> int:
+        with open(self, "wb") as file:
+            file.write(content[: len(content) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        VocabularyTrim.from_token_ids(range(50), special_ids=[0, 1]).save(path)
+    assert path.read_bytes() == written
+    assert VocabularyTrim.load(path) == old
+    assert [p.name for p in tmp_path.iterdir()] == ["trim.json"]  # no temporary left
+
+
 @pytest.mark.parametrize("build", [_tiny_bert, _tiny_xlmr], ids=["bert", "xlm-r"])
 def test_trimmed_model_outputs_are_identical(build: object) -> None:
     model = build()  # type: ignore[operator]

@@ -1,5 +1,8 @@
 """Synthetic run directories for the report tests (``docs/run-directory.md``).
 
+Written as xlcl wrote them before tasks: the score is ``f1``; the manifest has no
+``schedule``, ``task`` or ``metric``.
+
 Three locales, one per vitality group: en-US (Latn, high), el-GR (Grek, mid), sw-KE
 (Latn, low). Two orders: A = en-US el-GR sw-KE, B = sw-KE en-US el-GR.
 """
@@ -12,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from xlcl.methods import preset_schedule
 
 nan = np.nan
 XLMR = "FacebookAI/xlm-roberta-base"
@@ -31,7 +36,7 @@ def long_table(order: Sequence[str], f1: Sequence[Sequence[float]], method: str)
     """The ``scores.parquet`` rows of a matrix: every (step, eval_locale) cell."""
     rows = []
     for step, row in enumerate(f1):
-        trained = None if step == 0 else ("joint" if method == "multi" else order[step - 1])
+        trained = preset_schedule(method).trained_locale(step, order)
         for locale, value in zip(order, row, strict=True):
             rows.append(
                 {

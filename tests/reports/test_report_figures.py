@@ -15,7 +15,7 @@ from xlcl.data import LOCALES
 from xlcl.reports import ReportFiles, collect, summarize_labels
 from xlcl.reports.figures import (
     all_plots,
-    avg_f1_plot,
+    avg_score_plot,
     matrix_plot,
     models_plot,
     perf_shift_plot,
@@ -31,7 +31,7 @@ SLUGS = {
 
 
 def test_every_figure_as_png_and_pdf(built: ReportFiles) -> None:
-    stems = {"fig2_avg_f1"}
+    stems = {"fig2_avg_score"}
     stems |= {f"fig7_matrix_{slug}" for slug in SLUGS.values()}
     for key in ("vanilla", "shared"):  # sequential: Figures 3, 5 and forgetting
         slug = SLUGS[key]
@@ -99,7 +99,7 @@ def test_52_locale_labels_do_not_overlap(tmp_path: Path) -> None:
 
 def test_figure_2_draws_multi_along_the_order_as_the_spec_defines(sweep: Path) -> None:
     # MULTI_A's one row is [0.8, 0.7, 0.9]: at step i, mean_{j<=i} R_multi[pi_j].
-    plot = avg_f1_plot(summarize_labels(collect([sweep]).runs, hops=2))
+    plot = avg_score_plot(summarize_labels(collect([sweep]).runs, hops=2))
     (ax,) = plot.figure.axes
     (multi,) = [line for line in ax.lines if line.get_linestyle() == ":"]
     np.testing.assert_allclose(multi.get_xdata(), [1, 2, 3])

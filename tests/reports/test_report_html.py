@@ -26,7 +26,7 @@ def test_html_is_self_contained(built: ReportFiles) -> None:
 
 def test_html_holds_tables_runs_and_locales(built: ReportFiles) -> None:
     html = built.html.read_text(encoding="utf-8")
-    for title in ("Table 1: F1 by method and vitality", "Table 2", 'id="locales">Per locale'):
+    for title in ("Table 1: span F1 by method and vitality", "Table 2", 'id="locales">Per locale'):
         assert title in html
     for run_id in ("van-a", "van-b", "shr-a", "shr-b", "mul-a", "nsh-a", "nsh-b"):
         assert f'id="run-{run_id}"' in html

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from reports.report_runs import MULTI_A, ORDER_A, ORDER_B, VANILLA_A, VANILLA_B, write_run
-from xlcl.metrics import ScoreMatrix, avg_f1, cbt, final_f1, to_square
+from xlcl.metrics import ScoreMatrix, avg_score, cbt, final_score, to_square
 from xlcl.reports import ReportInputError, build_report, collect
 
 UNKNOWN = "test/offline-unknown"  # no parameter count: keeps these tests free of torch
@@ -23,8 +23,8 @@ def test_one_run(tmp_path: Path) -> None:
     run = write_run(tmp_path, "only", "vanilla", ORDER_A, VANILLA_A, model=UNKNOWN)
     files = build_report([run], tmp_path / "out")
     table = table1(tmp_path / "out")
-    assert len(table) == 1 and table.loc[0, "f1_mean"] == pytest.approx(0.6)
-    assert np.isnan(table.loc[0, "f1_std"])  # one order: no spread
+    assert len(table) == 1 and table.loc[0, "score_mean"] == pytest.approx(0.6)
+    assert np.isnan(table.loc[0, "score_std"])  # one order: no spread
     assert "59.17" not in (tmp_path / "out" / "tables" / "table1.md").read_text()
     assert "| 60.00 |" in (tmp_path / "out" / "tables" / "table1.md").read_text()
     assert files.html.exists() and files.n_runs == 1
@@ -37,7 +37,7 @@ def test_multi_only_has_no_table2_and_no_sequential_figures(tmp_path: Path) -> N
     assert any("Table 2" in n and "left out" in n for n in files.notes)
     assert any("no sequential run" in n for n in files.notes)
     assert {p.stem for p in files.figures} == {
-        "fig2_avg_f1",
+        "fig2_avg_score",
         "fig7_matrix_multi-test-offline-unknown",
     }
 
@@ -61,14 +61,14 @@ def test_run_in_progress_uses_its_complete_steps(tmp_path: Path) -> None:
     live = next(r for r in collected.runs if r.run_id == "live-b")
     assert live.state == "in progress" and (live.steps_done, live.n_steps) == (2, 3)
     assert live.matrix.order == ORDER_B[:2]
-    assert np.isnan(live.observed.f1[3, 1:]).all() and live.observed.f1[3, 0] == 0.55
+    assert np.isnan(live.observed.scores[3, 1:]).all() and live.observed.scores[3, 0] == 0.55
 
     files = build_report([sweep], tmp_path / "out")
     table = table1(tmp_path / "out").set_index("label")
     assert len(table) == 2  # never averaged with the finished run
     live_row = table.loc[f"vanilla {UNKNOWN} [in progress 2/3: live-b]"]
-    cut = ScoreMatrix(ORDER_B[:2], np.array(VANILLA_B)[:3, :2], "vanilla")
-    assert live_row["f1_mean"] == pytest.approx(final_f1(cut))  # mean(.6, .65)
+    cut = ScoreMatrix(ORDER_B[:2], np.array(VANILLA_B)[:3, :2], method="vanilla")
+    assert live_row["score_mean"] == pytest.approx(final_score(cut))  # mean(.6, .65)
     assert live_row["status"] == "in progress (2/3)"
     table2 = pd.read_csv(tmp_path / "out" / "tables" / "table2.csv").set_index("label")
     assert table2.loc[live_row.name, "cbt_mean"] == pytest.approx(cbt(cut))
@@ -115,8 +115,8 @@ def test_score_table_input(tmp_path: Path) -> None:
     build_report([path], tmp_path / "out")
     table = table1(tmp_path / "out")
     assert table.loc[0, "label"] == "unspecified"
-    curve = avg_f1(ScoreMatrix(ORDER_A, np.array(VANILLA_A)))
-    assert table.loc[0, "f1_mean"] == pytest.approx(curve[-1])
+    curve = avg_score(ScoreMatrix(ORDER_A, np.array(VANILLA_A)))
+    assert table.loc[0, "score_mean"] == pytest.approx(curve[-1])
     assert (
         "score table without a manifest" in (tmp_path / "out" / "tables" / "table1.md").read_text()
     )

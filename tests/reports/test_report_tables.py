@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from metrics.run_dirs import INTENT, write_new_run_dir
 from reports.report_runs import (
     NONSHARED_A,
     NONSHARED_B,
@@ -17,19 +18,23 @@ from reports.report_runs import (
     SHARED_B,
     VANILLA_A,
     VANILLA_B,
+    write_run,
 )
+from xlcl.methods import preset_schedule
 from xlcl.metrics import (
     ScoreMatrix,
     cbt,
     cft,
-    final_f1,
-    final_locale_f1,
+    final_locale_score,
+    final_score,
     forgetting,
     locale_forgetting,
     mbt,
     mft,
 )
-from xlcl.reports import ReportFiles
+from xlcl.reports import ReportFiles, build_report, collect, summarize_labels
+from xlcl.reports.figures import avg_score_plot
+from xlcl.schedules import SEQUENTIAL
 
 XLMR_BASE = 278_043_648  # xlm-roberta-base, pooler included (paper: 278.04 M)
 LORA_32 = 5_357_568  # LoRA r=32 on every linear layer, pooler included (paper: 5.36 M)
@@ -43,7 +48,8 @@ METHODS = {
 
 def matrices(key: str) -> list[ScoreMatrix]:
     method, _, a, b = METHODS[key]
-    return [ScoreMatrix(ORDER_A, np.array(a), method), ScoreMatrix(ORDER_B, np.array(b), method)]
+    plan = preset_schedule(method)
+    return [ScoreMatrix(ORDER_A, np.array(a), plan), ScoreMatrix(ORDER_B, np.array(b), plan)]
 
 
 def csv(built: ReportFiles, name: str) -> pd.DataFrame:
@@ -65,14 +71,14 @@ def test_every_table_in_three_formats(built: ReportFiles) -> None:
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"$\pm$" in tex and r"F1 (\%)" in tex
     md = (built.html.parent / "tables" / "table1.md").read_text()
-    assert "| Method | Model | Status | Runs | Params (M) | F1 (%) | Low | Mid | High |" in md
+    assert "| Method | Model | Status | Runs | Params (M) | Span F1 (%) | Low | Mid | High |" in md
 
 
 def test_table1_hand_computed_vanilla(built: ReportFiles) -> None:
     vanilla = row(csv(built, "table1"), "vanilla")
     # final F1: order A mean(.4, .6, .8) = .6; order B mean(.55, .5, .7) = .58333
-    assert vanilla["f1_mean"] == pytest.approx((0.6 + 0.58333333) / 2)
-    assert vanilla["f1_std"] == pytest.approx(np.std([0.6, 0.58333333], ddof=1))
+    assert vanilla["score_mean"] == pytest.approx((0.6 + 0.58333333) / 2)
+    assert vanilla["score_std"] == pytest.approx(np.std([0.6, 0.58333333], ddof=1))
     # vitality: en-US high (.4, .5), el-GR mid (.6, .7), sw-KE low (.8, .55)
     assert vanilla["high_mean"] == pytest.approx(0.45)
     assert vanilla["mid_mean"] == pytest.approx(0.65)
@@ -86,11 +92,11 @@ def test_table1_hand_computed_vanilla(built: ReportFiles) -> None:
 def test_table1_against_metrics(built: ReportFiles, key: str) -> None:
     found = row(csv(built, "table1"), key)
     ms = matrices(key)
-    finals = [final_f1(m) for m in ms]
-    assert found["f1_mean"] == pytest.approx(np.mean(finals))
-    assert found["f1_std"] == pytest.approx(np.std(finals, ddof=1))
-    assert found["f1_n"] == 2
-    per_locale = pd.concat([final_locale_f1(m) for m in ms]).groupby(level=0).mean()
+    finals = [final_score(m) for m in ms]
+    assert found["score_mean"] == pytest.approx(np.mean(finals))
+    assert found["score_std"] == pytest.approx(np.std(finals, ddof=1))
+    assert found["score_n"] == 2
+    per_locale = pd.concat([final_locale_score(m) for m in ms]).groupby(level=0).mean()
     assert found["high_mean"] == pytest.approx(per_locale["en-US"])
     assert found["mid_mean"] == pytest.approx(per_locale["el-GR"])
     assert found["low_mean"] == pytest.approx(per_locale["sw-KE"])
@@ -103,7 +109,7 @@ def test_table1_parameters(built: ReportFiles) -> None:
     assert row(table, "nonshared-lora r32")["params_trainable"] == 3 * LORA_32  # 3 locales
     multi = table[table["method"] == "multi"].iloc[0]
     assert multi["params_trainable"] == XLMR_BASE
-    assert multi["f1_mean"] == pytest.approx(0.8) and np.isnan(multi["f1_std"])
+    assert multi["score_mean"] == pytest.approx(0.8) and np.isnan(multi["score_std"])
     assert list(table["method"]) == ["multi", "vanilla", "shared-lora", "nonshared-lora"]
 
 
@@ -132,7 +138,7 @@ def test_per_locale_against_metrics(built: ReportFiles, key: str) -> None:
         return pd.concat(series).groupby(level=0).mean()
 
     expected = {
-        "final_f1": mean_over_orders([final_locale_f1(m) for m in ms]),
+        "final_score": mean_over_orders([final_locale_score(m) for m in ms]),
         "forgetting": mean_over_orders([locale_forgetting(m) for m in ms]),
         "mft_1": mean_over_orders([mft(m, 1)[1] for m in ms]),
         "mbt_1": mean_over_orders([mbt(m, 1)[1] for m in ms]),
@@ -156,9 +162,6 @@ def test_locale_forgetting_is_the_terms_of_forgetting() -> None:
 
 
 def test_unknown_model_leaves_params_blank(tmp_path: Path) -> None:
-    from reports.report_runs import write_run
-    from xlcl.reports import build_report
-
     write_run(tmp_path / "runs", "r1", "vanilla", ORDER_A, VANILLA_A, model="someone/private")
     files = build_report([tmp_path / "runs"], tmp_path / "out")
     table = pd.read_csv(tmp_path / "out" / "tables" / "table1.csv")
@@ -167,3 +170,25 @@ def test_unknown_model_leaves_params_blank(tmp_path: Path) -> None:
     assert "| VANILLA | someone/private | done | 1 | – |" in md
     assert "parameters left blank (architecture of 'someone/private' not available offline)" in md
     assert "not available offline" in files.html.read_text()
+
+
+def test_the_score_is_named_by_the_runs_metric(tmp_path: Path) -> None:
+    intent = ScoreMatrix(ORDER_A, np.array(VANILLA_A), SEQUENTIAL, INTENT)
+    write_new_run_dir(tmp_path / "intent", "i1", intent, "vanilla")
+    build_report([tmp_path / "intent"], tmp_path / "out")
+    md = (tmp_path / "out" / "tables" / "table1.md").read_text()
+    assert "### Table 1: intent accuracy by method and vitality" in md
+    assert "| Intent accuracy (%) |" in md and "| 60.00 |" in md  # the same numbers as F1
+    assert "F1" not in md
+    (ax,) = avg_score_plot(summarize_labels(collect([tmp_path / "intent"]).runs, 2)).figure.axes
+    assert ax.get_ylabel() == "average intent accuracy over learned locales (%)"
+
+    # with slot filling beside it: one "Score" column, and a Metric column says whose
+    write_run(tmp_path / "intent", "s1", "vanilla", ORDER_A, VANILLA_A, model="tiny")
+    build_report([tmp_path / "intent"], tmp_path / "both")
+    md = (tmp_path / "both" / "tables" / "table1.md").read_text()
+    assert "| Method | Model | Status | Runs | Metric | Params (M) | Score (%) |" in md
+    table = pd.read_csv(tmp_path / "both" / "tables" / "table1.csv").set_index("label")
+    assert table.loc["vanilla tiny", "metric"] == "span F1"
+    assert table.loc["vanilla tiny massive-intent", "metric"] == INTENT
+    assert list(table["score_mean"]) == pytest.approx([0.6, 0.6])

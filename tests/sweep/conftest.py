@@ -1,15 +1,17 @@
 """A three-run sweep that every backend test drives: one run finishes, one fails, one is killed.
 
 The failing run reads a data source that does not exist; the killed run kills itself with
-SIGKILL after its step 1 (the ``XLCL_SWEEP_TEST_KILL`` test hook of xlcl.sweep.worker). The
-first sweep leaves them failed and interrupted; the rerun skips the finished run, resumes
-the killed one from step 1, and fails the broken one again.
+SIGKILL after its step 1 (`killing_after_step`: ``kill_hook/sitecustomize.py`` in its
+worker). The first sweep leaves them failed and interrupted; the rerun skips the finished
+run, resumes the killed one from step 1, and fails the broken one again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +20,25 @@ import yaml
 
 from massive_fixture import write_massive_dir
 from xlcl.sweep import Backend, RunState, RunStatus, Sweep, load_sweep, run_sweep
-from xlcl.sweep.driver import TEST_KILL_VARIABLE
 
 ORDER = ["en-US", "de-DE"]
+KILL_HOOK = Path(__file__).parent / "kill_hook"
+KILL_VARIABLE = "XLCL_TEST_KILL_AFTER_STEP"  # read by kill_hook/sitecustomize.py
+
+
+@contextlib.contextmanager
+def killing_after_step(run_id: str, step: int) -> Iterator[dict[str, str]]:
+    """In the block, the worker of run `run_id` SIGKILLs itself once step `step` is done.
+
+    Workers started from this process inherit the setting; the variables that make it are
+    yielded for workers that do not (Ray's, started by the cluster).
+    """
+    path = [str(KILL_HOOK), *filter(None, [os.environ.get("PYTHONPATH")])]
+    environment = {"PYTHONPATH": os.pathsep.join(path), KILL_VARIABLE: f"{run_id}:{step}"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        yield environment
 
 
 def sweep_document(tiny_model: Path, massive_dir: Path) -> dict[str, object]:
@@ -97,20 +115,22 @@ class Scenario:
         assert [a["outcome"] for a in state["attempts"]] == ["interrupted", "done"]
 
 
-RunScenario = Callable[[Callable[[Path], Backend], str], Scenario]
+# A backend for a results directory, given the environment its workers need beyond ours.
+MakeBackend = Callable[[Path, dict[str, str]], Backend]
+RunScenario = Callable[[MakeBackend, str], Scenario]
 
 
 @pytest.fixture(scope="session")
 def run_scenario(sweep_file: Path, tmp_path_factory: pytest.TempPathFactory) -> RunScenario:
-    """Run the three-run sweep twice on the backend `make(results)` builds."""
+    """Run the three-run sweep twice on the backends `make` builds, killing a run the first time."""
 
-    def run(make: Callable[[Path], Backend], name: str) -> Scenario:
+    def run(make: MakeBackend, name: str) -> Scenario:
         sweep = load_sweep(sweep_file, results=tmp_path_factory.mktemp(name) / "results")
         good, killed, broken = (config.run_id for config in sweep.runs)
-        backend = make(sweep.results)
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv(TEST_KILL_VARIABLE, f"{killed}:1")
+        with killing_after_step(killed, 1) as environment:
+            backend = make(sweep.results, environment)
             first = {entry.run["run_id"]: entry.status for entry in run_sweep(sweep, backend)}
+        backend = make(sweep.results, {})
         second = {entry.run["run_id"]: entry.status for entry in run_sweep(sweep, backend)}
         return Scenario(sweep, good, killed, broken, first, second)
 

@@ -31,6 +31,12 @@ def test_limits_and_schedules():
     assert multi.scored_utterances == 2 * 5 * 2 + 2 * 2 * 4
     nonshared = estimate(config("nonshared-lora", 8, train={"epochs": 3}, **small))
     assert nonshared.scored_utterances == 2 * 5 * 3 + (2 * 4 + 2 * 1 * 4)
+    all_models = {"train": {"epochs": 3}, "evaluate": {"all_models": True}}
+    every = estimate(config("nonshared-lora", 8, **all_models, **small))
+    assert every.scored_utterances == 2 * 5 * 3 + (2 * 4 + 2 * 2 * 4)  # each model on each
+    vanilla = estimate(config("vanilla", train={"epochs": 2}, **small))
+    assert vanilla.train_utterance_epochs == multi.train_utterance_epochs  # same data, 2 steps
+    assert vanilla.scored_utterances == 2 * 5 * 2 + 3 * 2 * 4
     assert estimate(validate_config({"model": "other", "method": "mono"})).gpu_hours is None
 
 

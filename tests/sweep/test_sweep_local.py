@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def scenario(run_scenario):
-    return run_scenario(lambda results: LocalBackend(max_parallel=3, gpus=[]), "local")
+    return run_scenario(lambda results, env: LocalBackend(max_parallel=3, gpus=[]), "local")
 
 
 def test_a_failed_and_a_killed_run_leave_the_others_to_finish(scenario):

@@ -72,7 +72,13 @@ def _stop_head(temp: Path) -> None:
 
 
 def test_ray_tasks_fail_kill_and_resume_against_a_cluster_address(run_scenario, ray_head):
-    scenario = run_scenario(lambda results: RayBackend(ray_head, max_parallel=2), "ray")
+    def make(results, environment):
+        # The cluster starts the workers, not this process: they get the environment the
+        # scenario needs (the kill hook) through the job's runtime_env.
+        options = {"runtime_env": {"env_vars": environment}} if environment else {}
+        return RayBackend(ray_head, max_parallel=2, init_options=options)
+
+    scenario = run_scenario(make, "ray")
     scenario.check_first_round()
     scenario.check_second_round()
     assert not ray.is_initialized()  # the backend closed the session it opened

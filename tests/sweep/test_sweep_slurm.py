@@ -54,7 +54,7 @@ def _slurm_answers() -> bool:
 )
 def test_submitit_runs_the_array_fails_kills_and_resumes(run_scenario, cluster):
     scenario = run_scenario(
-        lambda results: SlurmBackend(results, cluster=cluster, gpus_per_run=0, timeout_min=10),
+        lambda results, env: SlurmBackend(results, cluster=cluster, gpus_per_run=0, timeout_min=10),
         f"submitit-{cluster}",
     )
     scenario.check_first_round()

@@ -1,7 +1,8 @@
 """`xlcl metrics INPUT... [--json] [--hops H] [--groups FILE]`: forgetting and transfer.
 
 INPUT is a run directory, a sweep directory, or a score table (CSV / Parquet, long or
-square); see docs/metrics.md. Invalid input exits with code 2 and a one-line error.
+square); see docs/metrics.md. The tables name the score by its metric ("final span F1",
+"final intent accuracy"). Invalid input exits with code 2 and a one-line error.
 """
 
 from __future__ import annotations
@@ -64,11 +65,16 @@ def metrics(
 
 
 def _print_tables(summary: dict[str, Any], console: Console) -> None:
+    metrics = sorted({run["metric"] for run in summary["runs"].values()})
+    shared = metrics[0] if len(metrics) == 1 else None
+    names = _scalar_names(shared or "score")
     runs = Table(title="Runs")
-    for column in ("run", "label", "T", *SCALARS):
-        runs.add_column(column, justify="left" if column in ("run", "label") else "right")
+    text = ["run", "label"] + ([] if shared else ["score"])
+    for column in (*text, "T", *names.values()):
+        runs.add_column(column, justify="left" if column in text else "right")
     for run_id, run in summary["runs"].items():
-        runs.add_row(run_id, run["label"], str(len(run["order"])), *[_num(run[s]) for s in SCALARS])
+        cells = [run_id, run["label"]] + ([] if shared else [run["metric"]])
+        runs.add_row(*cells, str(len(run["order"])), *[_num(run[s]) for s in SCALARS])
     console.print(runs)
     for label, agg in summary["aggregate"].items():
         _print_aggregate(label, agg, console)
@@ -79,26 +85,34 @@ def _print_aggregate(label: str, agg: dict[str, Any], console: Console) -> None:
     scalars.add_column("metric")
     scalars.add_column("mean ± std", justify="right")
     scalars.add_column("n", justify="right")
+    names = _scalar_names(agg["metric"])
     for name, stats in agg["scalars"].items():
-        scalars.add_row(name, f"{_num(stats['mean'])} ± {_num(stats['std'])}", str(stats["n"]))
+        mean_std = f"{_num(stats['mean'])} ± {_num(stats['std'])}"
+        scalars.add_row(names[name], mean_std, str(stats["n"]))
     console.print(scalars)
     per_locale = Table(title=f"{label}: per locale (mean over runs; n = cells; hop 1 shown)")
-    for column in ("locale", "final F1", "perf shift", "learning gain", "MFT h1", "MBT h1"):
+    final = names["final_score"]
+    for column in ("locale", final, "perf shift", "learning gain", "MFT h1", "MBT h1"):
         per_locale.add_column(column, justify="left" if column == "locale" else "right")
     for locale, entry in agg["locales"].items():
         per_locale.add_row(
             locale,
-            *[_cell(entry[q]["mean"], entry[q]["n"]) for q in ("final_f1", "perf_shift")],
+            *[_cell(entry[q]["mean"], entry[q]["n"]) for q in ("final_score", "perf_shift")],
             _cell(entry["learning_gain"]["mean"], entry["learning_gain"]["n"]),
             *[_cell(_hop(entry[p]["mean"]), _hop(entry[p]["n"])) for p in ("mft", "mbt")],
         )
     console.print(per_locale)
     for name, table in agg["groups"].items():
-        _print_groups(label, name, table, agg["ungrouped"][name], console)
+        _print_groups(label, name, table, agg["ungrouped"][name], final, console)
 
 
 def _print_groups(
-    label: str, name: str, table: dict[str, Any], left_out: list[str], console: Console
+    label: str,
+    name: str,
+    table: dict[str, Any],
+    left_out: list[str],
+    final: str,
+    console: Console,
 ) -> None:
     title = f"{label}: by {name}"
     if left_out:
@@ -107,7 +121,7 @@ def _print_groups(
     for column in (
         "group",
         "locales",
-        "final F1",
+        final,
         "perf shift",
         "learning gain",
         "MFT h1",
@@ -118,10 +132,16 @@ def _print_groups(
         groups.add_row(
             group,
             str(entry["n_locales"]),
-            *[_num(entry[q]) for q in ("final_f1", "perf_shift", "learning_gain")],
+            *[_num(entry[q]) for q in ("final_score", "perf_shift", "learning_gain")],
             *[_num(_hop(entry[p])) for p in ("mft", "mbt")],
         )
     console.print(groups)
+
+
+def _scalar_names(metric: str) -> dict[str, str]:
+    """How the tables name each scalar: the score's by its metric (``final span F1``)."""
+    named = {"final_score": f"final {metric}", "learning_score": f"learning {metric}"}
+    return {name: named.get(name, name) for name in SCALARS}
 
 
 def _hop(values: list[Any]) -> Any:

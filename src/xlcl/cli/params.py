@@ -8,15 +8,18 @@ from typing import Annotated
 import typer
 
 from xlcl.cli.errors import fail
+from xlcl.methods import PRESETS
 
 
 def params(
-    method: Annotated[str, typer.Option(help="multi, mono, vanilla, shared-lora, nonshared-lora")],
+    method: Annotated[str, typer.Option(help=", ".join(PRESETS))],
     model: Annotated[str, typer.Option(help="model name or local path")] = (
         "FacebookAI/xlm-roberta-base"
     ),
     rank: Annotated[int | None, typer.Option(help="LoRA rank")] = None,
-    locales: Annotated[int, typer.Option(help="number of locales (MONO, NON-SHARED)")] = 52,
+    locales: Annotated[
+        int, typer.Option(help="number of locales (one model each in an independent schedule)")
+    ] = 52,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Print the trainable parameters of METHOD on MODEL, counted as in the paper's Table 1."""

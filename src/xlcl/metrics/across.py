@@ -16,21 +16,21 @@ import pandas as pd
 from xlcl.metrics.hops import DEFAULT_HOPS, fwt, hop_means, mbt, mft
 from xlcl.metrics.matrix import ScoreMatrix
 from xlcl.metrics.per_run import (
-    avg_f1,
+    avg_score,
     cbt,
     cft,
-    final_f1,
-    final_locale_f1,
+    final_locale_score,
+    final_score,
     forgetting,
-    learning_f1,
     learning_gain,
+    learning_score,
     perf_shift,
 )
 
 DDOF = 1
-SCALARS = ("final_f1", "cbt", "cft", "forgetting", "learning_f1")
-CURVES = ("avg_f1", "perf_shift", "fwt", "mft", "mbt")  # mft, mbt: run-level mean by hop
-LOCALE_VALUES = ("final_f1", "perf_shift", "learning_gain")
+SCALARS = ("final_score", "cbt", "cft", "forgetting", "learning_score")
+CURVES = ("avg_score", "perf_shift", "fwt", "mft", "mbt")  # mft, mbt: run-level mean by hop
+LOCALE_VALUES = ("final_score", "perf_shift", "learning_gain")
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +38,7 @@ class RunMetrics:
     """Every metric of one run: scalars, curves (by step, k or hop) and per-locale tables."""
 
     method: str | None
+    metric: str  # the score's name, e.g. "span F1"
     order: tuple[str, ...]
     scalars: dict[str, float]
     curves: dict[str, np.ndarray]
@@ -51,6 +52,7 @@ class Aggregate:
     """Metrics over runs: ``mean``/``std``/``n`` tables; per locale ``mean`` and ``n``."""
 
     n_runs: int
+    metric: str  # the runs' score, e.g. "span F1"
     scalars: pd.DataFrame  # index SCALARS; columns mean, std, n
     curves: dict[str, pd.DataFrame]  # index position; columns mean, std, n
     locale_mean: pd.DataFrame  # index locale; columns LOCALE_VALUES, mft_0.., mbt_0..
@@ -64,22 +66,23 @@ def summarize(matrix: ScoreMatrix, hops: int = DEFAULT_HOPS) -> RunMetrics:
     own_shift = pd.Series(shift[1:], index=list(matrix.order), name="perf_shift")
     return RunMetrics(
         method=matrix.method,
+        metric=matrix.metric,
         order=matrix.order,
         scalars={
-            "final_f1": final_f1(matrix),
+            "final_score": final_score(matrix),
             "cbt": cbt(matrix),
             "cft": cft(matrix),
             "forgetting": forgetting(matrix),
-            "learning_f1": learning_f1(matrix),
+            "learning_score": learning_score(matrix),
         },
         curves={
-            "avg_f1": avg_f1(matrix),
+            "avg_score": avg_score(matrix),
             "perf_shift": shift,
             "fwt": fwt(matrix),
             "mft": hop_means(mft_table).to_numpy(),
             "mbt": hop_means(mbt_table).to_numpy(),
         },
-        locales=pd.concat([final_locale_f1(matrix), own_shift, learning_gain(matrix)], axis=1),
+        locales=pd.concat([final_locale_score(matrix), own_shift, learning_gain(matrix)], axis=1),
         mft=mft_table,
         mbt=mbt_table,
     )
@@ -89,12 +92,16 @@ def aggregate(runs: Sequence[RunMetrics]) -> Aggregate:
     """Mean ± std over ``runs`` of every scalar and curve; per-locale means and counts."""
     if not runs:
         raise ValueError("aggregate needs at least one run")
+    metrics = sorted({r.metric for r in runs})
+    if len(metrics) > 1:
+        raise ValueError(f"runs of different metrics cannot be averaged: {', '.join(metrics)}")
     scalars = pd.DataFrame([r.scalars for r in runs], columns=list(SCALARS))
     curves = {name: _stack([r.curves[name] for r in runs]) for name in CURVES}
     per_locale = pd.concat([_locale_row(r) for r in runs])
     grouped = per_locale.groupby(level=0, sort=True)
     return Aggregate(
         n_runs=len(runs),
+        metric=metrics[0],
         scalars=_describe(scalars),
         curves={name: _describe(table) for name, table in curves.items()},
         locale_mean=grouped.mean(),

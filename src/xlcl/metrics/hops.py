@@ -47,12 +47,12 @@ def fwt(matrix: ScoreMatrix) -> np.ndarray:
     """
     t = matrix.n_locales
     out = np.full(max(t - 1, 0), np.nan)
-    if matrix.schedule != "sequential":
+    if not matrix.schedule.order_dependent:
         return out
-    f1 = matrix.f1
+    r = matrix.scores
     for k in range(1, t):
-        # 1-based R[i, i+k] is f1[i, i+k-1] (columns are 0-based)
-        cells = [f1[i, i + k - 1] - f1[0, i + k - 1] for i in range(1, t - k + 1)]
+        # 1-based R[i, i+k] is r[i, i+k-1] (columns are 0-based)
+        cells = [r[i, i + k - 1] - r[0, i + k - 1] for i in range(1, t - k + 1)]
         out[k - 1] = nanmean(np.array(cells))
     return out
 
@@ -62,7 +62,7 @@ def _hop_table(matrix: ScoreMatrix, hops: int, donor: bool) -> pd.DataFrame:
         raise ValueError(f"hops must be >= 0, got {hops}")
     t = matrix.n_locales
     values = np.full((t, hops + 1), np.nan)
-    if matrix.schedule == "sequential":
+    if matrix.schedule.order_dependent:
         eff = effect(matrix)
         values[:, 0] = perf_shift(matrix)[1:]
         for p in range(1, t + 1):  # 1-based position: step p trained order[p - 1]

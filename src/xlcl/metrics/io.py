@@ -2,10 +2,13 @@
 
 Accepted inputs (``docs/metrics.md``):
 
-- a run directory (``manifest.json`` + ``scores.parquet``, ``docs/run-directory.md``);
+- a run directory (``manifest.json`` + ``scores.parquet``, ``docs/run-directory.md``),
+  written before tasks existed (score column ``f1``; no ``schedule``, ``task`` or
+  ``metric`` in the manifest) or after;
 - a sweep directory: any directory holding run directories at any depth;
-- a long score table, CSV or Parquet (``step, trained_locale, eval_locale, f1``, with an
-  optional ``run`` column for several runs and an optional ``method`` column);
+- a long score table, CSV or Parquet (``step, trained_locale, eval_locale, score``, or
+  ``f1`` for ``score``, with optional ``run``, ``method``, ``schedule`` and ``metric``
+  columns);
 - a square CSV: ``step`` first (0..T), one column per locale in training order.
 """
 
@@ -20,12 +23,23 @@ from typing import Any
 
 import pandas as pd
 
-from xlcl.metrics.matrix import MetricsInputError, ScoreMatrix, from_long, from_square
+from xlcl.methods import preset_schedule
+from xlcl.metrics.matrix import (
+    DEFAULT_METRIC,
+    MetricsInputError,
+    ScoreMatrix,
+    from_long,
+    from_square,
+)
+from xlcl.schedules import Schedule, schedule
 
 MANIFEST = "manifest.json"
 SCORES = "scores.parquet"
 DONE = "DONE"
 UNSPECIFIED = "unspecified"  # the label of runs read from a table without a method
+# The task of manifests written before tasks (MASSIVE slot filling; xlcl.tasks.DEFAULT_TASK),
+# and the one task that labels leave unnamed, so that those runs keep their labels.
+DEFAULT_TASK = "massive-slots"
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,6 +50,24 @@ class Run:
     matrix: ScoreMatrix
     label: str
     source: Path
+    task: str | None = None  # None for a score table
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run's manifest says about it, with the defaults of manifests before tasks."""
+
+    method: str | None
+    rank: int | None
+    model: str | None
+    schedule: Schedule | None  # None: the score table says (joint, else sequential)
+    task: str
+    metric: str
+
+    @property
+    def label(self) -> str:
+        """The run's aggregation key (`run_label`)."""
+        return run_label(self.method, self.rank, self.model, self.task)
 
 
 @dataclass
@@ -46,14 +78,56 @@ class Loaded:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def run_label(method: str | None, rank: int | None = None, model: str | None = None) -> str:
-    """The aggregation key: method, LoRA rank and model where known (``shared-lora r32 ...``)."""
+def run_label(
+    method: str | None,
+    rank: int | None = None,
+    model: str | None = None,
+    task: str | None = None,
+) -> str:
+    """The aggregation key: method, LoRA rank, model and task where known.
+
+    ``shared-lora r32 FacebookAI/xlm-roberta-base``; a task other than `DEFAULT_TASK` is
+    added (``... massive-intent``), so that runs of two tasks are never averaged together.
+    """
     parts = [method or UNSPECIFIED]
     if rank is not None:
         parts.append(f"r{rank}")
     if model is not None:
         parts.append(model)
+    if task is not None and task != DEFAULT_TASK:
+        parts.append(task)
     return " ".join(parts)
+
+
+def run_facts(manifest: dict[str, Any]) -> RunFacts:
+    """Method, rank, model, schedule, task and metric of a manifest.
+
+    A manifest written before tasks has no ``schedule``, ``task`` or ``metric``: the
+    schedule is its method's, the task `DEFAULT_TASK`, the metric span F1.
+    """
+    config = manifest.get("config") or {}
+    method = config.get("method")
+    return RunFacts(
+        method=method,
+        rank=config.get("rank"),
+        model=config.get("model"),
+        schedule=schedule_named(manifest.get("schedule"), method),
+        task=manifest.get("task") or DEFAULT_TASK,
+        metric=manifest.get("metric") or DEFAULT_METRIC,
+    )
+
+
+def schedule_named(name: str | None, method: str | None) -> Schedule | None:
+    """The schedule ``name``; without one, the schedule of the preset ``method``; else None.
+
+    Raises `MetricsInputError` for an unknown schedule or method.
+    """
+    try:
+        if name is not None:
+            return schedule(name)
+        return None if method is None else preset_schedule(method)
+    except ValueError as err:
+        raise MetricsInputError(str(err)) from None
 
 
 def load(paths: Sequence[Path]) -> Loaded:
@@ -89,15 +163,16 @@ def read_run_dir(path: Path) -> Run:
     unfinished = _unfinished(path, manifest)
     if unfinished:
         raise MetricsInputError(f"{path}: {unfinished}")
-    config = manifest.get("config") or {}
-    method = config.get("method")
+    try:
+        facts = run_facts(manifest)
+    except MetricsInputError as err:
+        raise MetricsInputError(f"{path / MANIFEST}: {err}") from err
     try:
         table = pd.read_parquet(path / SCORES)
-        matrix = from_long(table, method=method, order=manifest.get("order"))
+        matrix = from_long(table, facts.schedule, manifest.get("order"), facts.metric, facts.method)
     except (OSError, ValueError) as err:
         raise MetricsInputError(f"{path / SCORES}: {err}") from err
-    label = run_label(method, config.get("rank"), config.get("model"))
-    return Run(run_id=str(manifest["run_id"]), matrix=matrix, label=label, source=path)
+    return Run(str(manifest["run_id"]), matrix, facts.label, path, facts.task)
 
 
 def read_sweep(path: Path) -> Loaded:
@@ -142,19 +217,26 @@ def _long_runs(path: Path, table: pd.DataFrame) -> list[Run]:
 
 
 def _long_run(path: Path, run_id: str, table: pd.DataFrame) -> Run:
-    method = None
-    if "method" in table.columns:
-        methods = set(table["method"].dropna())
-        if len(methods) != 1:
-            raise MetricsInputError(f"run {run_id}: needs one method, got {sorted(methods)}")
-        method = str(methods.pop())
     try:
-        matrix = from_long(table.reset_index(drop=True), method=method)
+        method = _one_value(table, "method")
+        metric = _one_value(table, "metric") or DEFAULT_METRIC
+        plan = schedule_named(_one_value(table, "schedule"), method)
+        matrix = from_long(table.reset_index(drop=True), plan, metric=metric, method=method)
     except MetricsInputError as err:
         if "run" not in table.columns:
             raise
         raise MetricsInputError(f"run {run_id}: {err}") from err
     return Run(run_id=run_id, matrix=matrix, label=run_label(method), source=path)
+
+
+def _one_value(table: pd.DataFrame, column: str) -> str | None:
+    """The one value of an optional column of a run's rows; None without the column."""
+    if column not in table.columns:
+        return None
+    values = set(table[column].dropna())
+    if len(values) != 1:
+        raise MetricsInputError(f"needs one {column}, got {sorted(map(str, values))}")
+    return str(values.pop())
 
 
 def _square_run(path: Path) -> Run:

@@ -1,60 +1,51 @@
 """The score matrix of one run, and its two table forms (long and square).
 
-``R[i, j]`` is the span F1 on locale ``order[j]`` after training step ``i``; row 0 is
-the model before any training. A MULTI run has one training step (``joint``), so its
-matrix has two rows; columns still follow an order, which gives its Figure 2 curve.
+``R[i, j]`` is the task's score (its metric: span F1 for slot filling, accuracy for intent
+classification) on locale ``order[j]`` after training step ``i``; row 0 is the model before
+any training. The run's schedule (``xlcl.schedules``) fixes the rows: a joint run has one
+training step, so two rows; its columns still follow an order, which gives its Figure 2
+curve.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-Schedule = Literal["joint", "independent", "sequential"]
+from xlcl.schedules import JOINT, JOINT_LOCALE, SEQUENTIAL, Schedule
 
-SCHEDULES: dict[str, Schedule] = {
-    "multi": "joint",
-    "mono": "independent",
-    "nonshared-lora": "independent",
-    "vanilla": "sequential",
-    "shared-lora": "sequential",
-}
-JOINT = "joint"  # trained_locale of MULTI's single step in the long table
+DEFAULT_METRIC = "span F1"  # the score of MASSIVE slot filling, and of tables that say nothing
+SCORE = "score"  # the score column of a long table
+OLD_SCORE = "f1"  # the score column of run directories and tables written before tasks
 
 
 class MetricsInputError(ValueError):
     """A score table or run directory that cannot be read as a score matrix."""
 
 
-def schedule_of(method: str | None) -> Schedule:
-    """The schedule of a method; a matrix without a method is read as sequential."""
-    if method is None:
-        return "sequential"
-    if method not in SCHEDULES:
-        known = ", ".join(SCHEDULES)
-        raise MetricsInputError(f"unknown method {method!r}; known: {known}")
-    return SCHEDULES[method]
-
-
 @dataclass(frozen=True, eq=False)
 class ScoreMatrix:
-    """``f1[i, j]``: F1 on ``order[j]`` after step ``i``; shape (T+1, T), or (2, T) for MULTI.
+    """``scores[i, j]``: the score on ``order[j]`` after step ``i``, shape (rows, T).
 
-    NaN marks a cell the method cannot produce. The array is copied and made read-only.
+    ``schedule.rows(T)`` rows: T + 1 for sequential and independent runs, 2 for a joint
+    one. ``metric`` names the score (``"span F1"``, ``"intent accuracy"``) for display;
+    ``method`` is a label only. NaN marks a cell the run cannot produce. The array is
+    copied and made read-only.
     """
 
     order: tuple[str, ...]
-    f1: np.ndarray = field(repr=False)
+    scores: np.ndarray = field(repr=False)
+    schedule: Schedule = SEQUENTIAL
+    metric: str = DEFAULT_METRIC
     method: str | None = None
 
     def __post_init__(self) -> None:
-        f1 = np.array(self.f1, dtype=float)
-        f1.setflags(write=False)
-        object.__setattr__(self, "f1", f1)
+        scores = np.array(self.scores, dtype=float)
+        scores.setflags(write=False)
+        object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "order", tuple(self.order))
         n = len(self.order)
         if n == 0:
@@ -62,23 +53,18 @@ class ScoreMatrix:
         if len(set(self.order)) != n:
             dup = sorted({loc for loc in self.order if self.order.count(loc) > 1})
             raise MetricsInputError(f"locale trained twice in the order: {', '.join(dup)}")
-        rows = 2 if self.schedule == "joint" else n + 1
-        if f1.shape != (rows, n):
+        rows = self.schedule.rows(n)
+        if scores.shape != (rows, n):
             raise MetricsInputError(
-                f"score matrix of {self.method or 'a sequential run'} over {n} locales "
-                f"must have shape ({rows}, {n}), got {f1.shape}"
+                f"score matrix of a {self.schedule.name} run over {n} locales "
+                f"must have shape ({rows}, {n}), got {scores.shape}"
             )
-        bad = ~np.isnan(f1) & ((f1 < 0) | (f1 > 1))
+        bad = ~np.isnan(scores) & ((scores < 0) | (scores > 1))
         if bad.any():
             i, j = np.argwhere(bad)[0]
             raise MetricsInputError(
-                f"F1 outside [0, 1]: {f1[i, j]} at step {i}, locale {self.order[j]}"
+                f"{self.metric} outside [0, 1]: {scores[i, j]} at step {i}, locale {self.order[j]}"
             )
-
-    @property
-    def schedule(self) -> Schedule:
-        """joint (MULTI), independent (MONO, NON-SHARED) or sequential (the rest)."""
-        return schedule_of(self.method)
 
     @property
     def n_locales(self) -> int:
@@ -86,37 +72,58 @@ class ScoreMatrix:
         return len(self.order)
 
 
-def from_long(
-    table: pd.DataFrame, method: str | None = None, order: Sequence[str] | None = None
-) -> ScoreMatrix:
-    """Matrix from the long table (``step, trained_locale, eval_locale, f1``).
+def score_column(table: pd.DataFrame) -> str:
+    """The column of a long table that holds the score: ``score``, else the older ``f1``."""
+    for column in (SCORE, OLD_SCORE):
+        if column in table.columns:
+            return column
+    raise MetricsInputError(f"long table lacks column(s): {SCORE} (or {OLD_SCORE})")
 
-    The order is ``trained_locale`` by step. A MULTI table (``joint`` at step 1) has no
-    order of its own: ``order`` gives it, else the locales' first appearance in the table.
+
+def from_long(
+    table: pd.DataFrame,
+    schedule: Schedule | None = None,
+    order: Sequence[str] | None = None,
+    metric: str = DEFAULT_METRIC,
+    method: str | None = None,
+) -> ScoreMatrix:
+    """Matrix from the long table (``step, trained_locale, eval_locale, score``).
+
+    The score is column ``score``, or ``f1`` in tables without one. A table whose step 1
+    trained ``joint`` is a joint run; otherwise ``schedule`` says (default sequential) and
+    the order is ``trained_locale`` by step. A joint table has no order of its own:
+    ``order`` gives it, else the locales' first appearance in the table.
     """
-    missing = {"step", "trained_locale", "eval_locale", "f1"} - set(table.columns)
+    missing = {"step", "trained_locale", "eval_locale"} - set(table.columns)
     if missing:
         raise MetricsInputError(f"long table lacks column(s): {', '.join(sorted(missing))}")
-    table = table.assign(step=_integer_steps(table["step"]), f1=_numeric_f1(table["f1"]))
+    column = score_column(table)
+    table = table.assign(
+        step=_integer_steps(table["step"]), **{column: _numeric(table[column], column)}
+    )
     steps = _steps(table)
-    method, cols = _method_and_order(table, _trained_by_step(table, steps), method, order)
+    schedule, cols = _schedule_and_order(table, _trained_by_step(table, steps), schedule, order)
     _check_cells(table, cols)
-    wide = table.pivot(index="step", columns="eval_locale", values="f1")
+    wide = table.pivot(index="step", columns="eval_locale", values=column)
     wide = wide.reindex(index=steps, columns=cols)
-    return ScoreMatrix(order=tuple(cols), f1=wide.to_numpy(dtype=float), method=method)
+    return ScoreMatrix(tuple(cols), wide.to_numpy(dtype=float), schedule, metric, method)
 
 
-def from_square(table: pd.DataFrame, method: str | None = None) -> ScoreMatrix:
-    """Matrix from the square form: column ``step`` (0..T), then one column per locale."""
+def from_square(
+    table: pd.DataFrame,
+    schedule: Schedule = SEQUENTIAL,
+    metric: str = DEFAULT_METRIC,
+    method: str | None = None,
+) -> ScoreMatrix:
+    """Matrix from the square form: column ``step`` (0, 1, ...), then one per locale."""
     if table.columns.empty or table.columns[0] != "step":
         raise MetricsInputError("square table must start with a 'step' column")
     order = [str(c) for c in table.columns[1:]]
     steps = _integer_steps(table["step"])
-    expected = list(range(len(order) + 1))
-    if steps != expected:
+    last = schedule.training_steps(len(order))
+    if steps != list(range(last + 1)):
         raise MetricsInputError(
-            f"square table over {len(order)} locales needs steps 0..{len(order)} in order, "
-            f"got {steps}"
+            f"square table over {len(order)} locales needs steps 0..{last} in order, got {steps}"
         )
     values = table.iloc[:, 1:].apply(pd.to_numeric, errors="coerce")
     text = table.iloc[:, 1:]
@@ -124,27 +131,23 @@ def from_square(table: pd.DataFrame, method: str | None = None) -> ScoreMatrix:
     if unparsed.to_numpy().any():
         i, j = np.argwhere(unparsed.to_numpy())[0]
         raise MetricsInputError(f"not a number: {text.iat[i, j]!r} at step {i}, {order[j]}")
-    return ScoreMatrix(order=tuple(order), f1=values.to_numpy(dtype=float), method=method)
+    return ScoreMatrix(tuple(order), values.to_numpy(dtype=float), schedule, metric, method)
 
 
 def to_long(matrix: ScoreMatrix) -> pd.DataFrame:
-    """The long table (``step, trained_locale, eval_locale, f1``) of a matrix."""
-    if matrix.schedule == "joint":
-        trained: list[str | None] = [None, JOINT]
-    else:
-        trained = [None, *matrix.order]
+    """The long table (``step, trained_locale, eval_locale, score``) of a matrix."""
     rows = [
-        (i, trained[i], loc, matrix.f1[i, j])
-        for i in range(matrix.f1.shape[0])
+        (i, matrix.schedule.trained_locale(i, matrix.order), loc, matrix.scores[i, j])
+        for i in range(matrix.scores.shape[0])
         for j, loc in enumerate(matrix.order)
     ]
-    return pd.DataFrame(rows, columns=["step", "trained_locale", "eval_locale", "f1"])
+    return pd.DataFrame(rows, columns=["step", "trained_locale", "eval_locale", SCORE])
 
 
 def to_square(matrix: ScoreMatrix) -> pd.DataFrame:
     """The square form: ``step`` then one column per locale in training order."""
-    table = pd.DataFrame(matrix.f1, columns=list(matrix.order))
-    table.insert(0, "step", range(matrix.f1.shape[0]))
+    table = pd.DataFrame(matrix.scores, columns=list(matrix.order))
+    table.insert(0, "step", range(matrix.scores.shape[0]))
     return table
 
 
@@ -183,27 +186,30 @@ def _trained_by_step(table: pd.DataFrame, steps: list[int]) -> list[str]:
     return trained
 
 
-def _method_and_order(
-    table: pd.DataFrame, trained: list[str], method: str | None, order: Sequence[str] | None
-) -> tuple[str | None, list[str]]:
-    """The method (``multi`` for a joint table) and the column order of a long table."""
-    if trained[0] == JOINT:
-        if method not in (None, "multi"):
-            raise MetricsInputError(f"table of a joint run but method is {method!r}")
-        if len(trained) != 1:
-            raise MetricsInputError(f"a joint run has steps 0 and 1, got 0..{len(trained)}")
+def _schedule_and_order(
+    table: pd.DataFrame,
+    trained: list[str],
+    schedule: Schedule | None,
+    order: Sequence[str] | None,
+) -> tuple[Schedule, list[str]]:
+    """The schedule (joint for a joint table) and the column order of a long table."""
+    if trained[0] == JOINT_LOCALE:
+        if schedule is not None and schedule != JOINT:
+            raise MetricsInputError(f"table of a joint run but the schedule is {schedule.name}")
         cols = list(order) if order is not None else list(dict.fromkeys(table["eval_locale"]))
-        return "multi", cols
-    if JOINT in trained:
-        raise MetricsInputError("'joint' may only be the trained locale of step 1 of 1")
-    if method == "multi":
-        raise MetricsInputError("method is multi but the table has no joint step")
+        if len(trained) != JOINT.training_steps(len(cols)):
+            raise MetricsInputError(f"a joint run has steps 0 and 1, got 0..{len(trained)}")
+        return JOINT, cols
+    if JOINT_LOCALE in trained:
+        raise MetricsInputError(f"{JOINT_LOCALE!r} may only be the trained locale of step 1 of 1")
+    if schedule == JOINT:
+        raise MetricsInputError(f"the schedule is joint but the table has no {JOINT_LOCALE} step")
     twice = sorted({loc for loc in trained if trained.count(loc) > 1})
     if twice:
         raise MetricsInputError(f"locale trained twice in the order: {', '.join(twice)}")
     if order is not None and tuple(order) != tuple(trained):
         raise MetricsInputError("the given order differs from trained_locale by step")
-    return method, list(trained)
+    return schedule or SEQUENTIAL, list(trained)
 
 
 def _check_cells(table: pd.DataFrame, cols: list[str]) -> None:
@@ -229,9 +235,9 @@ def _check_cells(table: pd.DataFrame, cols: list[str]) -> None:
         )
 
 
-def _numeric_f1(column: pd.Series) -> pd.Series:
-    f1 = pd.to_numeric(column, errors="coerce")
-    unparsed = f1.isna() & column.notna()
+def _numeric(column: pd.Series, name: str) -> pd.Series:
+    values = pd.to_numeric(column, errors="coerce")
+    unparsed = values.isna() & column.notna()
     if unparsed.any():
-        raise MetricsInputError(f"not a number in column f1: {column[unparsed].iloc[0]!r}")
-    return f1
+        raise MetricsInputError(f"not a number in column {name}: {column[unparsed].iloc[0]!r}")
+    return values

@@ -17,6 +17,7 @@ from xlcl.metrics.across import CURVES, LOCALE_VALUES, Aggregate, RunMetrics, ag
 from xlcl.metrics.groups import Grouping, group_means, ungrouped
 from xlcl.metrics.hops import DEFAULT_HOPS
 from xlcl.metrics.io import Run
+from xlcl.metrics.matrix import MetricsInputError
 
 
 def build_summary(
@@ -53,11 +54,14 @@ def json_safe(value: Any) -> Any:
 def _run_entry(run: Run, metrics: RunMetrics) -> dict[str, Any]:
     return {
         "method": metrics.method,
+        "schedule": run.matrix.schedule.name,
+        "task": run.task,
+        "metric": metrics.metric,
         "label": run.label,
         "source": str(run.source),
         "order": list(metrics.order),
         **metrics.scalars,
-        "avg_f1": metrics.curves["avg_f1"],
+        "avg_score": metrics.curves["avg_score"],
         "perf_shift": metrics.curves["perf_shift"],
         "fwt": metrics.curves["fwt"],
         "mft": _rows(metrics.mft),
@@ -71,10 +75,14 @@ def _run_entry(run: Run, metrics: RunMetrics) -> dict[str, Any]:
 def _aggregate_entry(
     members: list[Run], metrics: list[RunMetrics], groupings: Mapping[str, Grouping]
 ) -> dict[str, Any]:
-    agg = aggregate(metrics)
+    try:
+        agg = aggregate(metrics)
+    except ValueError as err:  # runs of two metrics under one label
+        raise MetricsInputError(f"{members[0].label}: {err}") from None
     locales = list(agg.locale_mean.index)
     return {
         "method": members[0].matrix.method,
+        "metric": agg.metric,
         "n_runs": agg.n_runs,
         "runs": [r.run_id for r in members],
         "scalars": agg.scalars.to_dict(orient="index"),

@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from xlcl.atomic import atomic_write_bytes
+
 
 @dataclass(frozen=True)
 class VocabularyTrim:
@@ -107,8 +109,9 @@ class VocabularyTrim:
         return torch.tensor(self.kept, device=new_ids.device)[new_ids]
 
     def save(self, path: Path) -> None:
-        """Write the trim as JSON (a run stores it beside its checkpoints)."""
-        path.write_text(json.dumps({"kept": list(self.kept), "unk_id": self.unk_id}) + "\n")
+        """Write the trim as JSON, atomically (a run stores it beside its checkpoints)."""
+        text = json.dumps({"kept": list(self.kept), "unk_id": self.unk_id}) + "\n"
+        atomic_write_bytes(path, text.encode())
 
     @classmethod
     def load(cls, path: Path) -> VocabularyTrim:

@@ -5,7 +5,7 @@ not), computes every number with ``xlcl.metrics``, and writes ``out/tables/`` (M
 LaTeX, CSV), ``out/figures/`` (PNG, PDF) and ``out/report.html``. See ``docs/reports.md``.
 """
 
-from xlcl.reports.analysis import LabelSummary, summarize_labels
+from xlcl.reports.analysis import LabelSummary, shared_metric, summarize_labels
 from xlcl.reports.build import ReportFiles, build_report
 from xlcl.reports.collect import Collected, ReportInputError, ReportRun, collect
 from xlcl.reports.figures import Plot, all_plots, save_plot
@@ -26,6 +26,7 @@ __all__ = [
     "per_locale_table",
     "render_html",
     "save_plot",
+    "shared_metric",
     "summarize_labels",
     "table1",
     "table2",

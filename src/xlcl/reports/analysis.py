@@ -77,9 +77,14 @@ class LabelSummary:
         return run.state if not run.partial else f"{run.state} ({run.steps_done}/{run.n_steps})"
 
     @property
-    def sequential(self) -> bool:
-        """Whether the runs are sequential (transfer metrics exist)."""
-        return self.first.matrix.schedule == "sequential"
+    def order_dependent(self) -> bool:
+        """Whether one model saw the locales in turn, so that transfer metrics exist."""
+        return self.first.matrix.schedule.order_dependent
+
+    @property
+    def metric(self) -> str:
+        """The score of the label's runs, e.g. ``span F1`` (``xlcl.metrics.ScoreMatrix``)."""
+        return self.aggregate.metric
 
     @property
     def slug(self) -> str:
@@ -94,6 +99,12 @@ def summarize_labels(runs: Sequence[ReportRun], hops: int) -> list[LabelSummary]
         by_label.setdefault(run.label, []).append(run)
     summaries = [_summary(label, members, hops) for label, members in by_label.items()]
     return sorted(summaries, key=_paper_order)
+
+
+def shared_metric(summaries: Sequence[LabelSummary]) -> str | None:
+    """The metric every summary's score is (``span F1``); None when they differ or none."""
+    metrics = {s.metric for s in summaries}
+    return metrics.pop() if len(metrics) == 1 else None
 
 
 def locale_facts() -> Mapping[str, LocaleFacts]:

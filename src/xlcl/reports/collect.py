@@ -15,15 +15,25 @@ from typing import Any
 
 import pandas as pd
 
-from xlcl.metrics import MetricsInputError, ScoreMatrix, from_long, read_run_dir, read_table
+from xlcl.metrics import (
+    MetricsInputError,
+    ScoreMatrix,
+    from_long,
+    read_run_dir,
+    read_table,
+    run_facts,
+    score_column,
+)
 from xlcl.metrics.io import (
     DONE,
     MANIFEST,
     SCORES,
+    RunFacts,
     read_manifest,
     require_unique_ids,
     run_label,
 )
+from xlcl.schedules import SEQUENTIAL
 
 DONE_STATE = "done"
 IN_PROGRESS = "in progress"
@@ -50,6 +60,7 @@ class ReportRun:
     rank: int | None
     model: str | None
     state: str  # "done", "in progress", "failed" or "interrupted"
+    task: str | None = None  # None for a score table
     manifest: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -60,17 +71,17 @@ class ReportRun:
     @property
     def steps_done(self) -> int:
         """Training steps with a complete row of scores."""
-        return self.matrix.f1.shape[0] - 1
+        return self.matrix.scores.shape[0] - 1
 
     @property
     def n_steps(self) -> int:
-        """Training steps of the whole run (1 for MULTI)."""
-        return self.observed.f1.shape[0] - 1
+        """Training steps of the whole run (1 for a joint one)."""
+        return self.observed.scores.shape[0] - 1
 
     @property
     def label(self) -> str:
         """The aggregation key: ``xlcl.metrics``' label; partial runs each stand alone."""
-        label = run_label(self.method, self.rank, self.model)
+        label = run_label(self.method, self.rank, self.model, self.task)
         if self.partial:
             label += f" [{self.state} {self.steps_done}/{self.n_steps}: {self.run_id}]"
         return label
@@ -134,14 +145,14 @@ def _collect_path(path: Path, collected: Collected) -> None:
 def _read_run_dir(path: Path) -> ReportRun | str:
     """The run of a run directory, or why it has nothing to report yet."""
     manifest = _read_manifest(path / MANIFEST)
-    config = manifest.get("config") or {}
-    method, rank, model = config.get("method"), config.get("rank"), config.get("model")
+    try:
+        facts = run_facts(manifest)
+    except MetricsInputError as err:
+        raise ReportInputError(f"{path / MANIFEST}: {err}") from err
     state = run_state(path, manifest)
     if state == DONE_STATE:
         matrix = read_run_dir(path).matrix
-        return ReportRun(
-            str(manifest["run_id"]), path, matrix, matrix, method, rank, model, state, manifest
-        )
+        return _report_run(manifest, path, matrix, matrix, facts, state)
     order = manifest.get("order")
     if not order:
         return f"{state}: the manifest has no order yet"
@@ -152,23 +163,43 @@ def _read_run_dir(path: Path) -> ReportRun | str:
     except (OSError, ValueError) as err:
         raise ReportInputError(f"{path / SCORES}: {err}") from err
     try:
-        observed = _observed(table, tuple(order), method)
+        observed = _observed(table, tuple(order), facts)
     except (KeyError, ValueError) as err:
         raise ReportInputError(f"{path / SCORES}: {err}") from err
     done = _complete_steps(table, observed)
     if done == 0:
         return f"{state}: no training step finished yet"
-    if observed.schedule == "joint":
+    if done == observed.scores.shape[0] - 1:  # every step scored: nothing to cut
         matrix = observed
     else:
         learned = table["eval_locale"].isin(observed.order[:done])
         cut = table[(table["step"] <= done) & learned].reset_index(drop=True)
         try:
-            matrix = from_long(cut, method=method)
+            matrix = from_long(cut, observed.schedule, metric=facts.metric, method=facts.method)
         except MetricsInputError as err:
             raise ReportInputError(f"{path / SCORES}: {err}") from err
+    return _report_run(manifest, path, matrix, observed, facts, state)
+
+
+def _report_run(
+    manifest: dict[str, Any],
+    path: Path,
+    matrix: ScoreMatrix,
+    observed: ScoreMatrix,
+    facts: RunFacts,
+    state: str,
+) -> ReportRun:
     return ReportRun(
-        str(manifest["run_id"]), path, matrix, observed, method, rank, model, state, manifest
+        run_id=str(manifest["run_id"]),
+        source=path,
+        matrix=matrix,
+        observed=observed,
+        method=facts.method,
+        rank=facts.rank,
+        model=facts.model,
+        state=state,
+        task=facts.task,
+        manifest=manifest,
     )
 
 
@@ -182,24 +213,25 @@ def run_state(path: Path, manifest: dict[str, Any]) -> str:
     return IN_PROGRESS
 
 
-def _observed(table: pd.DataFrame, order: tuple[str, ...], method: str | None) -> ScoreMatrix:
+def _observed(table: pd.DataFrame, order: tuple[str, ...], facts: RunFacts) -> ScoreMatrix:
     """The scored cells over the full order, NaN where a cell is not scored yet."""
-    rows = 2 if method == "multi" else len(order) + 1
+    schedule = facts.schedule or SEQUENTIAL
+    rows = schedule.rows(len(order))
     known = table[table["eval_locale"].isin(order) & (table["step"] < rows)]
-    wide = known.pivot(index="step", columns="eval_locale", values="f1")
+    wide = known.pivot(index="step", columns="eval_locale", values=score_column(table))
     wide = wide.reindex(index=range(rows), columns=list(order))
-    return ScoreMatrix(order=order, f1=wide.to_numpy(dtype=float), method=method)
+    return ScoreMatrix(order, wide.to_numpy(dtype=float), schedule, facts.metric, facts.method)
 
 
 def _complete_steps(table: pd.DataFrame, observed: ScoreMatrix) -> int:
     """The last step k such that steps 0..k each have a row for every locale of the order.
 
-    Rows, not values: a cell the method cannot produce is a stored row with NaN F1.
+    Rows, not values: a cell the run cannot produce is a stored row with a NaN score.
     """
     known = table[table["eval_locale"].isin(observed.order)]
     per_step = known.groupby("step")["eval_locale"].nunique()
     done = -1
-    for step in range(observed.f1.shape[0]):
+    for step in range(observed.scores.shape[0]):
         if per_step.get(step, 0) < observed.n_locales:
             break
         done = step

@@ -2,8 +2,9 @@
 
 Each figure is a ``matplotlib.figure.Figure`` on an explicit ``FigureCanvasAgg``: no pyplot,
 no global backend or style change. Colours are colour-blind safe: Okabe-Ito for categories,
-cividis for F1 levels, PuOr (ColorBrewer, diverging) for changes. Figures over locales grow
-with the number of locales so that all 52 labels stay readable.
+cividis for score levels, PuOr (ColorBrewer, diverging) for changes. Figures over locales grow
+with the number of locales so that all 52 labels stay readable. Axes name the score by the
+runs' metric (``span F1``), or ``score`` where labels of several metrics share a figure.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from xlcl.metrics.groups import LocaleFacts
-from xlcl.reports.analysis import LabelSummary
+from xlcl.reports.analysis import LabelSummary, shared_metric
+from xlcl.schedules import JOINT
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 OTHER = "#999999"  # scripts of a single locale
@@ -47,7 +49,7 @@ def all_plots(
     summaries: Sequence[LabelSummary], facts: Mapping[str, LocaleFacts]
 ) -> tuple[list[Plot], list[str]]:
     """Every figure the summaries allow, and a note for each one left out."""
-    plots, notes = [avg_f1_plot(summaries)], []
+    plots, notes = [avg_score_plot(summaries)], []
     models = models_plot(summaries)
     if models is None:
         found = sorted({s.model or "unknown" for s in summaries})
@@ -58,12 +60,11 @@ def all_plots(
         plots.append(matrix_plot(s))
         if s.partial:  # an unfinished run: its curve (Figure 2) and its matrix only
             continue
-        if s.sequential and s.aggregate.locale_mean["perf_shift"].notna().any():
+        if s.order_dependent and s.aggregate.locale_mean["perf_shift"].notna().any():
             plots += [perf_shift_plot(s, facts), hops_plot(s)]
-        if s.sequential and s.forgetting["mean"].notna().any():
+        if s.order_dependent and s.forgetting["mean"].notna().any():
             plots.append(forgetting_plot(s, facts))
-    sequential = [s for s in summaries if s.sequential]
-    if not sequential:
+    if not any(s.order_dependent for s in summaries):
         notes.append("Figures 3 and 5 and forgetting per locale left out: no sequential run.")
     return plots, notes
 
@@ -77,35 +78,37 @@ def save_plot(plot: Plot, directory: Path) -> tuple[Path, Path]:
     return png, pdf
 
 
-def avg_f1_plot(summaries: Sequence[LabelSummary]) -> Plot:
-    """Figure 2: average F1 over the locales learned so far against their number.
+def avg_score_plot(summaries: Sequence[LabelSummary]) -> Plot:
+    """Figure 2: average score over the locales learned so far against their number.
 
-    MULTI is one joint model, dotted: at step i, its F1 averaged over the order's first i
-    locales (spec/metrics.md), as `avg_f1` computes it.
+    A joint run (MULTI) is one model, dotted: at step i, its score averaged over the order's
+    first i locales (spec/metrics.md), as `avg_score` computes it.
     """
+    metric = shared_metric(summaries) or "score"
     fig, ax = _figure(10.0, 4.8)
     for k, s in enumerate(summaries):
         color = OKABE_ITO[k % len(OKABE_ITO)]
-        curve = s.aggregate.curves["avg_f1"].iloc[1:]  # position 0: before training
+        curve = s.aggregate.curves["avg_score"].iloc[1:]  # position 0: before training
         x = curve.index.to_numpy()
         mean, std = curve["mean"].to_numpy() * 100, curve["std"].to_numpy() * 100
-        style = ":" if s.first.matrix.schedule == "joint" else ("--" if s.partial else "-")
+        style = ":" if s.first.matrix.schedule == JOINT else ("--" if s.partial else "-")
         ax.plot(x, mean, linestyle=style, color=color, linewidth=1.8, label=_legend(s))
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("locales learned")
-    ax.set_ylabel("average F1 over learned locales (%)")
+    ax.set_ylabel(f"average {metric} over learned locales (%)")
     ax.grid(alpha=0.3)
     fig.legend(fontsize=LABEL_FONT, loc="outside right center")
     caption = (
         "Mean over orders (line) ± std (band). MULTI (dotted) is one joint model: at step i, "
-        "its F1 averaged over the first i locales of the order; dashed lines are unfinished runs."
+        f"its {metric} averaged over the first i locales of the order; dashed lines are "
+        "unfinished runs."
     )
-    return Plot("fig2_avg_f1", "Figure 2: average F1 while learning", caption, fig)
+    return Plot("fig2_avg_score", f"Figure 2: average {metric} while learning", caption, fig)
 
 
 def models_plot(summaries: Sequence[LabelSummary]) -> Plot | None:
-    """Figure 4: final F1 per method for each base model; ``None`` with one model only."""
+    """Figure 4: final score per method for each base model; ``None`` with one model only."""
     done = [s for s in summaries if not s.partial and s.model is not None]
     by_method: dict[str, list[LabelSummary]] = {}
     for s in done:
@@ -121,16 +124,17 @@ def models_plot(summaries: Sequence[LabelSummary]) -> Plot | None:
         for x, group in enumerate(compared.values()):
             for s in group:
                 if s.model == model:
-                    scalars = s.aggregate.scalars.loc["final_f1"]
+                    scalars = s.aggregate.scalars.loc["final_score"]
                     xs.append(x - 0.4 + width * (m + 0.5))
                     means.append(scalars["mean"] * 100)
                     stds.append(0.0 if np.isnan(scalars["std"]) else scalars["std"] * 100)
         ax.bar(xs, means, width, yerr=stds, color=OKABE_ITO[m % len(OKABE_ITO)], label=model)
     ax.set_xticks(range(len(compared)), list(compared), rotation=20, ha="right")
-    ax.set_ylabel("final F1 (%)")
+    metric = shared_metric(done) or "score"
+    ax.set_ylabel(f"final {metric} (%)")
     ax.legend(fontsize=LABEL_FONT, title="base model")
     ax.grid(axis="y", alpha=0.3)
-    caption = "Final F1, mean ± std over orders, of each method on each base model."
+    caption = f"Final {metric}, mean ± std over orders, of each method on each base model."
     return Plot("fig4_models", "Figure 4: base models compared", caption, fig)
 
 
@@ -146,7 +150,7 @@ def perf_shift_plot(s: LabelSummary, facts: Mapping[str, LocaleFacts]) -> Plot:
     ax.set_xticks(x, ticks, rotation=90, fontsize=LABEL_FONT)
     ax.set_xlim(-0.6, len(shift) - 0.4)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_ylabel("performance shift (F1 change)")
+    ax.set_ylabel(f"performance shift ({s.metric} change)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(handles=_script_legend(colors, scripts), fontsize=LABEL_FONT, title="script")
     caption = (
@@ -172,7 +176,7 @@ def hops_plot(s: LabelSummary) -> Plot:
         ax.set_yticks(range(len(mean)), list(mean.index), fontsize=LABEL_FONT)
         ax.set_xlabel("hop distance h")
         ax.set_title("MFT (locale as donor)" if prefix == "mft" else "MBT (locale as receiver)")
-    fig.colorbar(image, ax=list(axes), label="F1 change", shrink=0.6)
+    fig.colorbar(image, ax=list(axes), label=f"{s.metric} change", shrink=0.6)
     caption = (
         f"{s.label}: hop 0 is the locale's performance shift; hop h ≥ 1 what the locale did to "
         "the one h steps later (MFT) or what that one did to it (MBT). Grey: no cell."
@@ -184,17 +188,16 @@ def matrix_plot(s: LabelSummary) -> Plot:
     """Figure 7: the first run's score matrix, steps × locales in training order."""
     run = s.first
     observed = run.observed
-    rows = observed.f1.shape[0]
-    steps = ["0 before"] + (
-        ["1 joint"] if rows == 2 else [f"{i} {loc}" for i, loc in enumerate(observed.order, 1)]
-    )
+    rows = observed.scores.shape[0]
+    trained = [observed.schedule.trained_locale(i, observed.order) for i in range(1, rows)]
+    steps = ["0 before", *(f"{i} {loc}" for i, loc in enumerate(trained, 1))]
     fig, ax = _figure(_locale_width(observed.n_locales) + 1.5, 0.17 * rows + 2.2)
-    image = ax.imshow(observed.f1 * 100, aspect="auto", cmap=_cmap("cividis"), vmin=0, vmax=100)
+    image = ax.imshow(observed.scores * 100, aspect="auto", cmap=_cmap("cividis"), vmin=0, vmax=100)
     ax.set_xticks(range(observed.n_locales), list(observed.order), rotation=90, fontsize=LABEL_FONT)
     ax.set_yticks(range(rows), steps, fontsize=LABEL_FONT)
     ax.set_xlabel("evaluated locale (training order)")
     ax.set_ylabel("after step (trained locale)")
-    fig.colorbar(image, ax=ax, label="F1 (%)", shrink=0.8)
+    fig.colorbar(image, ax=ax, label=f"{s.metric} (%)", shrink=0.8)
     caption = f"Run {run.run_id} ({s.label}, {run.state}). Grey: no score (NaN or not yet run)."
     return Plot(f"fig7_matrix_{s.slug}", f"Figure 7: score matrix, {s.name}", caption, fig)
 
@@ -216,7 +219,7 @@ def forgetting_plot(s: LabelSummary, facts: Mapping[str, LocaleFacts]) -> Plot:
     for ax, (name, groups) in zip(axes, attributes.items(), strict=True):
         _strip(ax, values, groups, ordered=name == "vitality")
         ax.set_xlabel(name)
-    axes[0].set_ylabel("forgetting (F1 drop)")
+    axes[0].set_ylabel(f"forgetting ({s.metric} drop)")
     caption = (
         f"{s.label}: each dot is a locale's forgetting (mean over orders), the bar its group's "
         "mean. The last locale of an order has none."

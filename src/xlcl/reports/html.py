@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 
 from xlcl.reports.collect import ReportRun
-from xlcl.reports.tables import NA, Table
+from xlcl.reports.tables import NA, TEXT_COLUMNS, Table
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,8 @@ def _table(table: Table) -> dict[str, Any]:
         "columns": list(table.display.columns),
         "rows": table.display.astype(str).to_numpy().tolist(),
         "notes": list(table.notes),
-        "numeric": [c not in _TEXT_COLUMNS for c in table.display.columns],
+        "numeric": [c not in TEXT_COLUMNS for c in table.display.columns],
     }
-
-
-_TEXT_COLUMNS = ("Method", "Model", "Status", "Locale", "Script", "Family", "Vitality")
 
 
 def _per_locale(table: Table) -> list[dict[str, Any]]:
@@ -90,6 +87,9 @@ def _run(run: ReportRun) -> dict[str, Any]:
         "model": run.model or NA,
         "method": run.method or NA,
         "rank": NA if run.rank is None else str(run.rank),
+        "schedule": run.observed.schedule.name,
+        "task": run.task or NA,
+        "metric": run.observed.metric,
         "order": " ".join(run.observed.order),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()) or NA,
         "git": manifest.get("git_revision") or NA,
@@ -185,6 +185,7 @@ td.id code { white-space: nowrap; word-break: normal; }
 <td><code>{{ r.git }}</code></td></tr>
 <tr><td></td><td colspan="11"><details>
 <summary>order, source{% if r.error %}, error{% endif %}</summary>
+<p>Schedule: {{ r.schedule }}; task: {{ r.task }}; score: {{ r.metric }}</p>
 <p>Order: {{ r.order }}</p><p>Source: <code>{{ r.source }}</code>{% if not r.has_manifest %}
 (score table, no manifest){% endif %}</p>
 {% if r.error %}<p>Error: {{ r.error }}</p>{% endif %}</details></td></tr>

@@ -1,8 +1,10 @@
 """The paper's tables from label summaries: Table 1, Table 2 and a per-locale table.
 
-A ``Table`` holds what is shown (strings: F1 in %, mean ± std over orders) and the numbers
-behind it (``values``, as computed: F1 and its changes in [0, 1] / [−1, 1]), written as
-Markdown, LaTeX (booktabs) and CSV by ``write_table``.
+A ``Table`` holds what is shown (strings: scores in %, mean ± std over orders) and the
+numbers behind it (``values``, as computed: scores and their changes in [0, 1] / [−1, 1]),
+written as Markdown, LaTeX (booktabs) and CSV by ``write_table``. The score is named by the
+runs' metric (``Span F1 (%)``); where labels of several metrics meet, a ``Metric`` column
+says which is whose.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import pandas as pd
 from xlcl.metrics import attribute_groupings, group_means
 from xlcl.metrics.across import DDOF
 from xlcl.metrics.groups import LocaleFacts
-from xlcl.reports.analysis import LabelSummary
+from xlcl.reports.analysis import LabelSummary, shared_metric
 
 NA = "–"
 VITALITY = ("low", "mid", "high")
+TEXT_COLUMNS = ("Method", "Model", "Status", "Metric", "Locale", "Script", "Family", "Vitality")
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,13 +49,14 @@ class ParamCount:
 
 
 def table1(summaries: Sequence[LabelSummary], facts: Mapping[str, LocaleFacts]) -> Table:
-    """Table 1: method, model, trainable parameters, final F1 and F1 by vitality group."""
+    """Table 1: method, model, trainable parameters, final score and score by vitality group."""
     display, values, notes = [], [], []
+    metric = shared_metric(summaries)
     for s in summaries:
         params = trainable_parameters(s.method, s.rank, s.model, s.first.observed.n_locales)
         if params.missing:
             notes.append(f"{s.label}: parameters left blank ({params.missing}).")
-        f1 = {k: stat(s, "final_f1", k) for k in ("mean", "std", "n")}
+        final = {k: stat(s, "final_score", k) for k in ("mean", "std", "n")}
         groups = _vitality(s, facts)
         display.append(
             {
@@ -60,8 +64,9 @@ def table1(summaries: Sequence[LabelSummary], facts: Mapping[str, LocaleFacts]) 
                 "Model": s.model or NA,
                 "Status": s.status,
                 "Runs": str(s.aggregate.n_runs),
+                **_metric_cell(s, metric),
                 "Params (M)": NA if params.count is None else f"{params.count / 1e6:,.2f}",
-                "F1 (%)": pm(f1["mean"], f1["std"], scale=100),
+                f"{_capital(metric or 'score')} (%)": pm(final["mean"], final["std"], scale=100),
                 **{g.capitalize(): pm(*groups[g], scale=100) for g in VITALITY},
             }
         )
@@ -70,9 +75,9 @@ def table1(summaries: Sequence[LabelSummary], facts: Mapping[str, LocaleFacts]) 
                 **_key(s),
                 "params_trainable": params.count,
                 "params_counted_on": params.counted_on,
-                "f1_mean": f1["mean"],
-                "f1_std": f1["std"],
-                "f1_n": int(f1["n"]),
+                "score_mean": final["mean"],
+                "score_std": final["std"],
+                "score_n": int(final["n"]),
                 **{
                     f"{g}_{k}": groups[g][i]
                     for g in VITALITY
@@ -89,26 +94,30 @@ def table1(summaries: Sequence[LabelSummary], facts: Mapping[str, LocaleFacts]) 
             + "; ".join(counted)
             + ".",
         )
+    name = metric or "score"
     notes.append(
-        "F1: final average F1 over the locales learned (mean ± std over orders, std with "
-        "ddof 1). Low/Mid/High: final per-locale F1 averaged over orders, then within the "
-        "vitality group; its ± is the std over orders of each run's group mean."
+        f"{_capital(name)}: final average {name} over the locales learned (mean ± std over "
+        f"orders, std with ddof 1). Low/Mid/High: final per-locale {name} averaged over "
+        "orders, then within the vitality group; its ± is the std over orders of each run's "
+        "group mean."
     )
-    return Table(
-        "table1", "Table 1: F1 by method and vitality", *_frames(display, values), tuple(notes)
-    )
+    title = f"Table 1: {name} by method and vitality"
+    return Table("table1", title, *_frames(display, values), tuple(notes))
 
 
 def table2(summaries: Sequence[LabelSummary]) -> Table:
-    """Table 2: CBT and CFT (mean ± std over orders) of every sequential label."""
+    """Table 2: CBT and CFT (mean ± std over orders) of every label with transfer metrics."""
     display, values = [], []
-    for s in (s for s in summaries if s.sequential):
+    transfer = [s for s in summaries if s.order_dependent]
+    metric = shared_metric(transfer)
+    for s in transfer:
         stats = {(q, k): stat(s, q, k) for q in ("cbt", "cft") for k in ("mean", "std", "n")}
         row = {"Method": s.name, "Model": s.model or NA, "Status": s.status}
         display.append(
             {
                 **row,
                 "Runs": str(s.aggregate.n_runs),
+                **_metric_cell(s, metric),
                 **{q.upper(): pm(stats[q, "mean"], stats[q, "std"]) for q in ("cbt", "cft")},
             }
         )
@@ -127,14 +136,15 @@ def table2(summaries: Sequence[LabelSummary]) -> Table:
 
 
 def per_locale_table(summaries: Sequence[LabelSummary], facts: Mapping[str, LocaleFacts]) -> Table:
-    """Per label and locale: final F1, forgetting, perf_shift, MFT and MBT at hop 1, facts."""
+    """Per label and locale: final score, forgetting, perf_shift, MFT and MBT at hop 1, facts."""
     display, values = [], []
+    metric = shared_metric(summaries)
     for s in summaries:
         mean, n = s.aggregate.locale_mean, s.aggregate.locale_n
         for locale in mean.index:
             fact = facts.get(locale)
             cells = {
-                "final_f1": mean.loc[locale, "final_f1"],
+                "final_score": mean.loc[locale, "final_score"],
                 "forgetting": s.forgetting.loc[locale, "mean"],
                 "perf_shift": mean.loc[locale, "perf_shift"],
                 "mft_1": mean.loc[locale, "mft_1"] if "mft_1" in mean else math.nan,
@@ -151,12 +161,15 @@ def per_locale_table(summaries: Sequence[LabelSummary], facts: Mapping[str, Loca
                     "Model": s.model or NA,
                     "Locale": locale,
                     **{k.capitalize(): v or NA for k, v in about.items()},
-                    "F1 (%)": num(cells["final_f1"], scale=100, digits=2),
+                    **_metric_cell(s, metric),
+                    f"{_capital(metric or 'score')} (%)": num(
+                        cells["final_score"], scale=100, digits=2
+                    ),
                     "Forgetting": num(cells["forgetting"]),
                     "Perf. shift": num(cells["perf_shift"]),
                     "MFT h1": num(cells["mft_1"]),
                     "MBT h1": num(cells["mbt_1"]),
-                    "Runs": str(int(n.loc[locale, "final_f1"])),
+                    "Runs": str(int(n.loc[locale, "final_score"])),
                 }
             )
             values.append(
@@ -165,13 +178,15 @@ def per_locale_table(summaries: Sequence[LabelSummary], facts: Mapping[str, Loca
                     "locale": locale,
                     **about,
                     **cells,
-                    "n_runs": int(n.loc[locale, "final_f1"]),
+                    "n_runs": int(n.loc[locale, "final_score"]),
                     "forgetting_n": int(s.forgetting.loc[locale, "n"]),
                 }
             )
+    name = metric or "score"
     notes = (
-        "Means over orders. Forgetting: max F1 from the step that learned the locale to the "
-        "one before last, minus the final F1 (not defined for the last locale of an order). "
+        f"Means over orders. Forgetting: max {name} from the step that learned the locale to "
+        f"the one before last, minus the final {name} (not defined for the last locale of an "
+        "order). "
         "Perf. shift: what training the locale did to the locales learned before it. "
         "MFT h1 / MBT h1: the locale as donor / receiver one step away.",
     )
@@ -281,12 +296,12 @@ def num(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
 
 
 def _vitality(s: LabelSummary, facts: Mapping[str, LocaleFacts]) -> dict[str, tuple[float, float]]:
-    """(mean, std) of the final F1 per vitality group: mean as ``xlcl.metrics`` defines it."""
+    """(mean, std) of the final score per vitality group: mean as ``xlcl.metrics`` defines it."""
     locales = list(s.aggregate.locale_mean.index)
     grouping = attribute_groupings(locales, facts)["vitality"]
-    means = group_means(s.aggregate.locale_mean[["final_f1"]], grouping)["final_f1"]
+    means = group_means(s.aggregate.locale_mean[["final_score"]], grouping)["final_score"]
     per_run = pd.DataFrame(
-        [group_means(m.locales[["final_f1"]], grouping)["final_f1"] for m in s.metrics]
+        [group_means(m.locales[["final_score"]], grouping)["final_score"] for m in s.metrics]
     )
     out = {}
     for g in VITALITY:
@@ -301,9 +316,19 @@ def _key(s: LabelSummary) -> dict[str, object]:
         "method": s.method,
         "rank": s.rank,
         "model": s.model,
+        "metric": s.metric,
         "status": s.status,
         "n_runs": s.aggregate.n_runs,
     }
+
+
+def _metric_cell(s: LabelSummary, shared: str | None) -> dict[str, str]:
+    """A ``Metric`` cell where the table's labels have different metrics, else none."""
+    return {} if shared else {"Metric": s.metric}
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _frames(
@@ -313,7 +338,7 @@ def _frames(
 
 
 def _left(column: str) -> bool:
-    return column in ("Method", "Model", "Status", "Locale", "Script", "Family", "Vitality")
+    return column in TEXT_COLUMNS
 
 
 def _md_row(cells: Sequence[object]) -> str:

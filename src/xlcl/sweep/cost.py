@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from xlcl.config import RunConfig
 from xlcl.data import resolve_order
-from xlcl.methods import Schedule
 
 MASSIVE_SPLIT_SIZES = {"train": 11_514, "dev": 2_033, "test": 2_974}
 
@@ -67,23 +66,22 @@ class Cost:
 
 
 def estimate(config: RunConfig) -> Cost:
-    """The cost of `config`: training epochs x utterances, dev and test scoring, hours."""
+    """The cost of `config`: training epochs x utterances, dev and test scoring, hours.
+
+    The schedule says how many steps train, on how many locales' data each, and how many
+    locales are scored after each; step 0 scores every locale.
+    """
     locales = len(resolve_order(config.order, config.locales))
     train = _split_size(config.data.max_train, "train")
     dev = _split_size(config.data.max_dev, "dev")
     test = _split_size(config.data.max_test, "test")
     epochs = config.train.epochs
     schedule = config.method_spec.schedule
-    train_epochs = locales * train * epochs  # every schedule trains each locale's data
-    # Dev F1 after every epoch: on the step's locale, or on all locales for a joint step.
-    dev_scored = locales * dev * epochs
-    if schedule is Schedule.SEQUENTIAL:
-        test_scored = (locales + 1) * locales * test
-    elif schedule is Schedule.INDEPENDENT:
-        per_step = locales if config.evaluate.all_models else 1
-        test_scored = locales * test + locales * per_step * test
-    else:
-        test_scored = 2 * locales * test
+    trained = schedule.training_steps(locales) * schedule.locales_per_step(locales)
+    train_epochs = trained * train * epochs
+    dev_scored = trained * dev * epochs  # the dev score after every epoch, on the step's data
+    scored_per_step = schedule.scored_per_step(locales, config.evaluate.all_models)
+    test_scored = (locales + schedule.training_steps(locales) * scored_per_step) * test
     scored = dev_scored + test_scored
     speed = THROUGHPUT.get(config.model)
     hours = None

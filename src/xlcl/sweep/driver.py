@@ -7,7 +7,6 @@ interrupted runs go again, an interrupted one resuming from its last finished st
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 from xlcl.config import RunConfig
 from xlcl.data import resolve_order
-from xlcl.methods import Schedule
+from xlcl.metrics.io import schedule_named
 from xlcl.store import MANIFEST
 from xlcl.sweep.backends import Backend
 from xlcl.sweep.spec import Sweep
@@ -33,8 +32,6 @@ from xlcl.sweep.state import (
 )
 from xlcl.sweep.worker import Job
 
-TEST_KILL_VARIABLE = "XLCL_SWEEP_TEST_KILL"  # test hook: "<run_id>:<step>", see worker.py
-
 
 def describe(config: RunConfig) -> dict[str, Any]:
     """The run as ``sweep.json`` and ``--dry-run --json`` list it."""
@@ -46,15 +43,15 @@ def describe(config: RunConfig) -> dict[str, Any]:
         "model": config.model,
         "seed": config.train.seed,
         "label": config.method_spec.label,
+        "schedule": config.method_spec.schedule.name,
         "steps": total_steps(config),
     }
 
 
 def total_steps(config: RunConfig) -> int:
-    """Training steps of the run: 1 for a joint method, else one per locale."""
-    if config.method_spec.schedule is Schedule.JOINT:
-        return 1
-    return len(resolve_order(config.order, config.locales))
+    """Training steps of the run, as its schedule counts them over its locales."""
+    locales = len(resolve_order(config.order, config.locales))
+    return config.method_spec.schedule.training_steps(locales)
 
 
 def write_sweep_file(sweep: Sweep) -> Path:
@@ -97,9 +94,10 @@ def _describe_directory(path: Path) -> dict[str, Any]:
     manifest = read_json(path / MANIFEST) or {}
     config = manifest.get("config") or {}
     order = manifest.get("order")
+    schedule = schedule_named(manifest.get("schedule"), config.get("method"))
     steps = None
     if order is not None:
-        steps = 1 if config.get("method") == "multi" else len(order)
+        steps = len(order) if schedule is None else schedule.training_steps(len(order))
     return {
         "run_id": path.name,
         "method": config.get("method"),
@@ -108,6 +106,7 @@ def _describe_directory(path: Path) -> dict[str, Any]:
         "model": config.get("model"),
         "seed": manifest.get("seed"),
         "label": manifest.get("method_label"),
+        "schedule": None if schedule is None else schedule.name,
         "steps": steps,
     }
 
@@ -132,7 +131,6 @@ def run_sweep(
             say(f"{config.run_id} {config.method_spec.label}: running at {status.where}, left")
         else:
             pending.append(config)
-    kill = _test_kill_hook()
     for round_ in range(retries + 1):
         if not pending:
             break
@@ -140,7 +138,7 @@ def run_sweep(
             say(f"retry {round_}/{retries}: {len(pending)} run(s)")
         for config in pending:
             mark_queued(sweep.results / config.run_id)
-        jobs = [Job.of(c, backend.name, kill.get(c.run_id)) for c in pending]
+        jobs = [Job.of(c, backend.name) for c in pending]
         say(f"{backend.name}: {len(jobs)} run(s)")
         outcomes = backend.run(jobs)
         again = []
@@ -155,11 +153,3 @@ def run_sweep(
                 again.append(config)
         pending = again
     return [entry for entry in sweep_status(sweep.results) if entry.run["run_id"] in sweep.by_id()]
-
-
-def _test_kill_hook() -> dict[str, int]:
-    value = os.environ.get(TEST_KILL_VARIABLE)
-    if not value:
-        return {}
-    run_id, _, step = value.partition(":")
-    return {run_id: int(step)}

@@ -31,7 +31,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from xlcl.store import MANIFEST, SCORES, atomic_write_bytes, is_complete
+from xlcl.atomic import atomic_write_bytes
+from xlcl.store import MANIFEST, SCORES, is_complete
 
 STATE = "sweep-state.json"
 HEARTBEAT = "heartbeat.json"

@@ -3,10 +3,6 @@
 Every backend ends up here: the local pool starts ``python -m xlcl.sweep JOB_JSON``,
 Slurm (submitit) and Ray call `execute` in their own worker processes. The run itself is
 `xlcl.protocol.run`, which resumes an unfinished run directory from its last finished step.
-
-Test hook: a job with ``kill_after_step = k`` kills its own process with SIGKILL when step
-``k`` is finished (scores and checkpoint written), on the run's first attempt only. The
-sweep driver sets it from ``XLCL_SWEEP_TEST_KILL=<run_id>:<k>``; nothing else uses it.
 """
 
 from __future__ import annotations
@@ -20,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xlcl.config import RunConfig, validate_config
-from xlcl.progress import ConsoleReporter, Reporter
+from xlcl.progress import ConsoleReporter
 from xlcl.store import is_complete
 from xlcl.sweep.state import (
     AlreadyRunning,
@@ -43,12 +39,11 @@ class Job:
     run_id: str
     config: dict[str, Any]
     backend: str
-    kill_after_step: int | None = None  # test hook, see the module docstring
 
     @classmethod
-    def of(cls, config: RunConfig, backend: str, kill_after_step: int | None = None) -> Job:
+    def of(cls, config: RunConfig, backend: str) -> Job:
         """The job of running `config` on `backend`."""
-        return cls(config.run_id, config.model_dump(mode="json"), backend, kill_after_step)
+        return cls(config.run_id, config.model_dump(mode="json"), backend)
 
     def run_config(self) -> RunConfig:
         """The config, validated again on the executing side."""
@@ -86,19 +81,16 @@ def execute(job: Job, job_id: str | None = None) -> Outcome:
 
 
 def _attempt(job: Job, config: RunConfig, job_id: str | None) -> Outcome:
-    attempt = begin_attempt(job.run_dir, job.backend, job_id)
+    begin_attempt(job.run_dir, job.backend, job_id)
     from transformers.utils import logging as transformers_logging
 
     from xlcl.protocol import run  # torch is imported only where a run executes
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
-    reporter: Reporter = ConsoleReporter()
-    if job.kill_after_step is not None and attempt == 1:
-        reporter = _KillAfterStep(reporter, job.kill_after_step)
     with Heartbeat(job.run_dir):
         try:
-            run(config, reporter)
+            run(config, ConsoleReporter())
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
             end_attempt(job.run_dir, RunState.FAILED, message, job.backend)
@@ -109,28 +101,6 @@ def _attempt(job: Job, config: RunConfig, job_id: str | None) -> Outcome:
             raise
     end_attempt(job.run_dir, RunState.DONE, None, job.backend)
     return Outcome(job.run_id, RunState.DONE)
-
-
-class _KillAfterStep:
-    """Test hook: SIGKILL this process when a step after `step` is about to start."""
-
-    def __init__(self, inner: Reporter, step: int) -> None:
-        self.inner = inner
-        self.step = step
-
-    def start_step(self, step: int, total: int, locale: str) -> None:
-        if step > self.step:  # step `self.step` has its scores and checkpoint on disk
-            os.kill(os.getpid(), signal.SIGKILL)
-        self.inner.start_step(step, total, locale)
-
-    def epoch(self, epoch: int, max_epochs: int, dev_f1: float, best_f1: float) -> None:
-        self.inner.epoch(epoch, max_epochs, dev_f1, best_f1)
-
-    def evaluated(self, step: int, mean_f1: float) -> None:
-        self.inner.evaluated(step, mean_f1)
-
-    def message(self, text: str) -> None:
-        self.inner.message(text)
 
 
 def job_to_json(job: Job) -> str:

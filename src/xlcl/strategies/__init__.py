@@ -1,0 +1,162 @@
+"""Strategies: remedies against forgetting, plugged into the one training engine.
+
+A strategy derives from `Strategy` and overrides the hooks it needs; every hook is a no-op
+by default, so an empty subclass changes nothing. Hooks *return* what they want done (a
+`StepPlan`, a loss term) and never mutate the engine, the model's training state or each
+other: the result cannot depend on the order in which plug-ins run, which was Avalanche's
+trouble. A strategy draws random numbers only from the generator its `StepContext` hands
+it, never from the global RNG, and keeps whatever it needs to continue a run in
+`state_dict()`, which goes into every checkpoint.
+
+In a run config::
+
+    strategy:
+      name: replay          # a built-in name, or "package.module:Class" on PYTHONPATH
+      mem_size: 100         # the strategy's own settings (its `Settings` model)
+
+Without ``strategy:`` a run is exactly what it was before strategies existed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from xlcl.registry import PluginError, resolve_plugin
+
+if TYPE_CHECKING:
+    import torch
+
+    from xlcl.config import RunConfig, TrainConfig
+    from xlcl.encode import Batch, EncodedSplit
+
+
+class Feature(StrEnum):
+    """Engine features a strategy may support; a config asking for another is refused."""
+
+    CUDA_GRAPHS = "cuda_graphs"
+    ADAPTERS_TOGETHER = "adapters_together"
+    COMPILE = "compile"
+    IN_STEP_CHECKPOINTS = "in_step_checkpoints"
+
+
+class StrategySettings(BaseModel):
+    """Base of a strategy's settings: frozen, unknown keys forbidden."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a hook knows about the step it surrounds.
+
+    `rng` is the strategy's own generator for this hook call, seeded from the run's seed
+    and the step: a resumed run draws the same numbers without storing generator state.
+    """
+
+    step: int
+    locales: tuple[str, ...]  # trained at this step
+    earlier: tuple[str, ...]  # trained at earlier steps, in order
+    train_splits: Mapping[str, EncodedSplit]  # encoded train split of every locale above
+    config: RunConfig
+    rng: np.random.Generator
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What `Strategy.before_step` asks of the coming step; the defaults change nothing."""
+
+    extra_train: tuple[EncodedSplit, ...] = ()  # joins the step's training batches
+    train: TrainConfig | None = None  # replaces the step's optimisation settings
+
+
+class Strategy:
+    """A remedy against forgetting. Override only the hooks you need.
+
+    Subclasses declare `Settings` (a `StrategySettings` model; the config's keys besides
+    ``name``), the engine `features` they support and the `schedules` they make sense
+    for. The engine builds one instance per run: ``Strategy(settings)``.
+    """
+
+    Settings: ClassVar[type[StrategySettings]] = StrategySettings
+    features: ClassVar[frozenset[Feature]] = frozenset()
+    schedules: ClassVar[frozenset[str]] = frozenset({"sequential", "independent", "joint"})
+
+    def __init__(self, settings: StrategySettings) -> None:
+        self.settings = settings
+
+    def before_step(self, ctx: StepContext, model: torch.nn.Module) -> StepPlan | None:
+        """Called before each training step; may return extra data or other settings."""
+        return None
+
+    def loss_terms(self, model: torch.nn.Module, batch: Batch, outputs: Any) -> torch.Tensor | None:
+        """A term added to the task's loss on `batch` (`outputs.logits`), or None."""
+        return None
+
+    def after_step(self, ctx: StepContext, model: torch.nn.Module) -> None:
+        """Called after each training step (with the step's best weights restored)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything this strategy needs to continue a run: numbers, strings, tensors."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state_dict()`'s output."""
+
+
+# Built-in strategies: name -> "module:attr", imported only when used. The one list.
+BUILTIN: dict[str, str] = {
+    "replay": "xlcl.strategies.replay:Replay",
+}
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The class a config's ``strategy.name`` refers to: built-in or ``module:Class``."""
+    return resolve_plugin("strategy.name", name, BUILTIN, Strategy)
+
+
+def resolve_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A config's ``strategy:`` mapping, validated: ``name`` and every setting, defaults filled.
+
+    Filling the defaults makes a run's hash the same whether a default is written or not.
+    """
+    if "name" not in raw:
+        raise PluginError("strategy: needs a 'name' (e.g. strategy.name=replay)")
+    name = str(raw["name"])
+    cls = strategy_class(name)
+    settings = {key: value for key, value in raw.items() if key != "name"}
+    fields = cls.Settings.model_fields
+    for key in settings:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean 'strategy.{close[0]}'?" if close else ""
+            known = ", ".join(fields) or "none"
+            raise PluginError(f"strategy.{key}: unknown setting of {name}{hint} (known: {known})")
+    try:
+        validated = cls.Settings.model_validate(settings)
+    except ValidationError as error:
+        item = error.errors()[0]
+        location = ".".join(str(part) for part in item["loc"])
+        raise PluginError(f"strategy.{location}: {item['msg']}") from None
+    return {"name": name, **validated.model_dump(mode="json")}
+
+
+def build_strategy(resolved: Mapping[str, Any]) -> Strategy:
+    """The strategy of a resolved ``strategy:`` mapping (see `resolve_settings`)."""
+    cls = strategy_class(str(resolved["name"]))
+    settings = {key: value for key, value in resolved.items() if key != "name"}
+    return cls(cls.Settings.model_validate(settings))
+
+
+_HOOK_STREAMS = {"before_step": 0, "after_step": 1}
+
+
+def hook_rng(seed: int, step: int, hook: str) -> np.random.Generator:
+    """The strategy's own generator for `hook` at `step`: independent of the global RNG."""
+    return np.random.default_rng([seed, step, _HOOK_STREAMS[hook]])

@@ -1,0 +1,127 @@
+"""MASSIVE slot filling: BIO tags on the first subword of each word, scored by span F1.
+
+The paper's task. Labels are ``O`` then ``B-``/``I-`` per slot type seen in the run's data;
+the loss is the mean cross-entropy over labelled subwords; a cell is seqeval-style span
+F1 over the original words (`xlcl.evaluate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from peft import TaskType
+from transformers import AutoModelForTokenClassification, PreTrainedTokenizerBase
+
+from xlcl.classifier import build_classifier
+from xlcl.config import DataConfig, LoraSettings
+from xlcl.data import MassiveData, load_massive, resolve_order, slot_label_names
+from xlcl.encode import IGNORE, EncodedSplit, encode
+from xlcl.evaluate.scoring import score_splits
+from xlcl.methods import Method
+from xlcl.models import VocabularyTrim
+from xlcl.tasks import Task, TaskScore
+
+
+class MassiveTask(Task):
+    """What MASSIVE's tasks share: its 52 locales, the paper's orders, loading."""
+
+    def resolve_order(
+        self, order: int | str | Sequence[str], locales: Sequence[str] | None
+    ) -> tuple[str, ...]:
+        """The paper's orders 1-5, ``random:SEED`` or a list, over MASSIVE's locales."""
+        return resolve_order(order, locales)
+
+    def load(self, data: DataConfig, order: Sequence[str]) -> MassiveData:
+        """MASSIVE's utterances of `order` from ``data.source`` (or ``$XLCL_MASSIVE``)."""
+        return load_massive(data.source, order, skip_invalid=data.skip_invalid)
+
+
+class MassiveSlots(MassiveTask):
+    """MASSIVE slot filling (55 slot types, 111 BIO labels), scored by span F1."""
+
+    name = "massive-slots"
+    metric = "span F1"
+
+    def label_names(self, data: MassiveData) -> list[str]:
+        """``O``, then ``B-``/``I-`` of every slot type in the data."""
+        return slot_label_names(data)
+
+    def encode(
+        self,
+        data: MassiveData,
+        locale: str,
+        split: str,
+        limit: int | None,
+        tokenizer: PreTrainedTokenizerBase,
+        labels: list[str],
+        max_length: int,
+    ) -> EncodedSplit:
+        """Subwords with each word's tag on its first subword (the rest ignored)."""
+        label_ids = {label: index for index, label in enumerate(labels)}
+        utterances = data.utterances(locale, split)[:limit]  # type: ignore[arg-type]
+        return encode(utterances, tokenizer, label_ids, max_length)
+
+    def build_model(
+        self,
+        model_path: str,
+        labels: list[str],
+        method: Method,
+        lora: LoraSettings,
+        seed: int,
+        trim: VocabularyTrim | None = None,
+    ) -> torch.nn.Module:
+        """A token classifier over the encoder (LoRA on every linear layer for LoRA methods)."""
+        return build_classifier(
+            model_path,
+            labels,
+            method,
+            lora,
+            seed,
+            trim,
+            auto_class=AutoModelForTokenClassification,
+            task_type=TaskType.TOKEN_CLS,
+        )
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the labelled subwords (as the Hugging Face head's)."""
+        return F.cross_entropy(
+            logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=IGNORE
+        )
+
+    def score(
+        self,
+        model: torch.nn.Module,
+        splits: Sequence[EncodedSplit],
+        labels: Sequence[str],
+        batch_size: int,
+        pad_id: int,
+        device: torch.device,
+        precision: str,
+    ) -> TaskScore:
+        """Span F1, precision and recall, micro-summed over `splits`."""
+        counts = score_splits(model, splits, labels, batch_size, pad_id, device, precision)
+        return TaskScore(
+            value=counts.f1,
+            n_sentences=sum(len(split) for split in splits),
+            f1=counts.f1,
+            precision=counts.precision,
+            recall=counts.recall,
+            n_gold=_gold_spans(splits, labels),
+            n_pred=counts.n_pred,
+        )
+
+    def unscored(self, split: EncodedSplit, labels: Sequence[str]) -> TaskScore:
+        """NaN scores; the split's sentences and gold spans."""
+        return TaskScore(
+            value=float("nan"), n_sentences=len(split), n_gold=_gold_spans([split], labels)
+        )
+
+
+def _gold_spans(splits: Sequence[EncodedSplit], labels: Sequence[str]) -> int:
+    return sum(
+        int(sum(labels[tag].startswith("B-") for tag in gold))
+        for split in splits
+        for gold in split.gold
+    )
