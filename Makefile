@@ -21,8 +21,8 @@ demo: setup
 	$(BIN)/xlcl demo
 
 lint: setup
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
 # The HTML report's test drives Debian's Chromium (never a downloaded browser build).

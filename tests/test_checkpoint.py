@@ -20,13 +20,12 @@ from xlcl.checkpoint import (
     WEIGHTS,
     CheckpointMismatch,
     UnsafeCheckpoint,
-    decode_state_tree,
-    encode_state_tree,
     latest_checkpoint,
     latest_partial,
     save_checkpoint,
     save_partial,
 )
+from xlcl.state_tree import decode_state_tree, encode_state_tree
 
 
 def weights(value: float) -> dict[str, torch.Tensor]:

@@ -15,7 +15,9 @@ from xlcl.config import ConfigError, LoraSettings, TrainConfig, load_config
 from xlcl.encode import IGNORE, collate
 from xlcl.graphs import WIDTH_STEP, GraphedUpdates
 from xlcl.methods import method
-from xlcl.train import optimizer_for
+from xlcl.strategies import Feature, Strategy
+from xlcl.tasks.massive_slots import MassiveSlots
+from xlcl.train import Objective, optimizer_for
 
 
 @pytest.mark.parametrize("rank", [None, 4])
@@ -116,3 +118,28 @@ def test_cuda_graphs_refuse_what_they_cannot_replay(overrides, name):
     assert load_config(None, base).train.cuda_graphs
     with pytest.raises(ConfigError, match=f"train.cuda_graphs is not supported with {name}"):
         load_config(None, [*base, *overrides])
+
+
+class SquaredHead(Strategy):
+    """A graph-safe loss term: device-only ops on the parameters, nothing allocated."""
+
+    features = frozenset({Feature.CUDA_GRAPHS})
+
+    def loss_terms(self, model, batch, outputs):
+        return 0.5 * sum(p.square().sum() for n, p in model.named_parameters() if "classifier" in n)
+
+
+def test_graphed_updates_record_the_strategys_loss_terms_too(en_us):
+    model_dir, labels, *_ = en_us
+    losses = {}
+    for graphs, strategy in [(False, None), (False, SquaredHead(None)), (True, SquaredHead(None))]:
+        config = TrainConfig(
+            epochs=2, patience=2, learning_rate=1e-2, batch_size=4, cuda_graphs=graphs
+        )
+        model = build_classifier(str(model_dir), labels, method("vanilla"), LoraSettings(), 0)
+        objective = Objective(MassiveSlots(), strategy)
+        result = en_us.train_step(without_dropout(model), config, seed=3, objective=objective)
+        losses[graphs, strategy is not None] = [r.train_loss for r in result.epochs]
+    # The term is in the loss, graphed or not.
+    assert losses[False, True] != pytest.approx(losses[False, False], rel=1e-3)
+    assert losses[True, True] == pytest.approx(losses[False, True], rel=1e-5)

@@ -24,8 +24,12 @@ from xlcl.store import DONE
 ORDER = ["en-US", "ja-JP", "de-DE"]
 
 
-def raw_config(model: Path, data: Path, output: Path, method: str, rank: int | None) -> dict:
+def raw_config(
+    model: Path, data: Path, output: Path, method: str, rank: int | None, strategy=None
+) -> dict:
+    extra = {} if strategy is None else {"strategy": strategy}
     return {
+        **extra,
         "model": str(model),
         "method": method,
         "rank": rank,
@@ -85,14 +89,22 @@ def test_two_runs_of_one_config_give_identical_matrices(tiny_model, massive_dir,
         pd.testing.assert_frame_equal(a, c, check_exact=True)
 
 
-@pytest.mark.parametrize(("method", "rank"), [("vanilla", None), ("shared-lora", 4)])
+REPLAY = {"name": "replay", "mem_size": 4}  # a strategy with state: its memory
+
+
+@pytest.mark.parametrize(
+    ("method", "rank", "strategy"),
+    [("vanilla", None, None), ("shared-lora", 4, None), ("vanilla", None, REPLAY)],
+)
 def test_a_run_killed_again_and_again_resumes_to_the_same_matrix(
-    tiny_model, massive_dir, tmp_path, method, rank
+    tiny_model, massive_dir, tmp_path, method, rank, strategy
 ):
     reference = run(
-        validate_config(raw_config(tiny_model, massive_dir, tmp_path / "ref", method, rank))
+        validate_config(
+            raw_config(tiny_model, massive_dir, tmp_path / "ref", method, rank, strategy)
+        )
     )
-    raw = raw_config(tiny_model, massive_dir, tmp_path / "killed", method, rank)
+    raw = raw_config(tiny_model, massive_dir, tmp_path / "killed", method, rank, strategy)
     raw["checkpoint"] = {"every_updates": 2}  # checkpoints inside steps too
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -13,7 +13,7 @@ With ``checkpoint.every_updates``, also one inside the running step,
 ``partial-step-NNNN/``, which adds ``train_state.json`` + ``train_state.safetensors``:
 optimizer, scheduler, early-stopping state and data position.
 
-Everything but the weights is a *state tree* (see `encode_state_tree`): JSON, with its
+Everything but the weights is a *state tree* (`xlcl.state_tree`): JSON, with its
 tensors and arrays in a safetensors file. Loading a checkpoint never unpickles anything, so
 a run directory from elsewhere cannot run code. Checkpoints of earlier versions of xlcl,
 with ``rng.pkl`` and ``train_state.pt``, still load: ``rng.pkl`` through an unpickler that
@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import pickle
 import random
@@ -49,6 +48,7 @@ from safetensors.torch import load_file, save_file
 from torch._utils import _rebuild_tensor_v2
 
 from xlcl.atomic import atomic_write, atomic_write_bytes, fsync
+from xlcl.state_tree import has_state_tree, read_state_tree, state_tree_files, write_state_tree
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
@@ -59,7 +59,6 @@ TRAIN_STATE = "train_state"
 EXTRA_STATE = "extra_state"
 LEGACY_RNG = "rng.pkl"  # written by xlcl before state trees
 LEGACY_TRAIN_STATE = "train_state.pt"
-STATE_TREE_FORMAT = "xlcl-state-tree-1"
 
 
 class CheckpointMismatch(ValueError):
@@ -88,7 +87,7 @@ class Checkpoint:
         Raises `UnsafeCheckpoint` for a legacy ``rng.pkl`` that refers to anything but
         what RNG states are made of: it was not written by xlcl, and could run code.
         """
-        if _has_state_tree(self.directory, RNG):
+        if has_state_tree(self.directory, RNG):
             states = read_state_tree(self.directory, RNG)
         else:
             states = _load_legacy_rng(self.directory / LEGACY_RNG)
@@ -98,7 +97,7 @@ class Checkpoint:
 
     def state(self) -> dict[str, Any]:
         """The state passed as `state` when the checkpoint was saved; empty if none was."""
-        if not _has_state_tree(self.directory, EXTRA_STATE):
+        if not has_state_tree(self.directory, EXTRA_STATE):
             return {}
         state: dict[str, Any] = read_state_tree(self.directory, EXTRA_STATE)
         return state
@@ -113,7 +112,7 @@ class PartialCheckpoint(Checkpoint):
 
         Tensors come back on the device they were saved from.
         """
-        if _has_state_tree(self.directory, TRAIN_STATE):
+        if has_state_tree(self.directory, TRAIN_STATE):
             state: dict[str, Any] = read_state_tree(self.directory, TRAIN_STATE)
             return state
         path = self.directory / LEGACY_TRAIN_STATE
@@ -135,7 +134,7 @@ def save_checkpoint(
 ) -> Path:
     """Write the checkpoint of finished step `step` atomically; prune old ones.
 
-    `state`, a state tree (see `encode_state_tree`), comes back from `Checkpoint.state`.
+    `state`, a state tree (`xlcl.state_tree`), comes back from `Checkpoint.state`.
     """
     parent = run_dir / CHECKPOINTS
     final = _write(parent, f"step-{step:04d}", step, weights, config_hash, None, state)
@@ -156,7 +155,7 @@ def save_partial(
 ) -> Path:
     """Write a checkpoint inside step `step` (weights and the training state) atomically.
 
-    `train_state` and `state` are state trees (see `encode_state_tree`); they come back
+    `train_state` and `state` are state trees (`xlcl.state_tree`); they come back
     from `PartialCheckpoint.train_state` and `Checkpoint.state`.
     """
     parent = run_dir / CHECKPOINTS
@@ -279,7 +278,7 @@ def _problem(directory: Path) -> str | None:
         return f"unreadable {STATE}: {error}"
     if not directory.name.removesuffix(".old").endswith(f"step-{step:04d}"):
         return f"{STATE} says step {step}"
-    if not (set(_state_tree_files(RNG)) <= checksums.keys() or LEGACY_RNG in checksums):
+    if not (set(state_tree_files(RNG)) <= checksums.keys() or LEGACY_RNG in checksums):
         return "the RNG state is missing"
     for name, expected in checksums.items():
         path = directory / name
@@ -303,162 +302,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-# State trees ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EncodedStateTree:
-    """A state tree as stored: a JSON-ready `document` and the `tensors` it names by key."""
-
-    document: dict[str, Any]
-    tensors: dict[str, torch.Tensor]
-
-
-def encode_state_tree(tree: Any) -> EncodedStateTree:
-    """Split `tree` into JSON and tensors; `decode_state_tree` gives back an equal tree.
-
-    A state tree is made of dicts (keys: str, int, float, bool, None or tuples of them),
-    lists, tuples, str, int (any size), float (inf and nan too), bool, None, torch tensors
-    and numpy arrays and scalars. Tensors come back as plain tensors of the same dtype and
-    shape on the same device; numpy arrays and scalars as numpy, of the same dtype; other
-    mappings as dicts. Anything else raises `TypeError`, naming where it is in the tree.
-    """
-    encoder = _Encoder()
-    document = {"format": STATE_TREE_FORMAT, "tree": encoder.encode(tree, "tree")}
-    return EncodedStateTree(document, encoder.tensors)
-
-
-def decode_state_tree(encoded: EncodedStateTree) -> Any:
-    """The tree `encode_state_tree` encoded."""
-    if encoded.document.get("format") != STATE_TREE_FORMAT:
-        raise ValueError(f"not a state tree of format {STATE_TREE_FORMAT}")
-    return _decode(encoded.document["tree"], encoded.tensors)
-
-
-def write_state_tree(directory: Path, name: str, tree: Any) -> None:
-    """Store `tree` as ``NAME.json`` and ``NAME.safetensors`` in `directory`.
-
-    Each file is replaced atomically, not the pair: a checkpoint writes them into its
-    temporary directory.
-    """
-    encoded = encode_state_tree(tree)
-    json_file, tensor_file = _state_tree_files(name)
-    atomic_write(directory / tensor_file, lambda path: save_file(encoded.tensors, path))
-    text = json.dumps(encoded.document, allow_nan=False) + "\n"
-    atomic_write_bytes(directory / json_file, text.encode())
-
-
-def read_state_tree(directory: Path, name: str) -> Any:
-    """The tree `write_state_tree` stored as `name` in `directory`."""
-    json_file, tensor_file = _state_tree_files(name)
-    document = json.loads((directory / json_file).read_text())
-    return decode_state_tree(EncodedStateTree(document, load_file(directory / tensor_file)))
-
-
-def _state_tree_files(name: str) -> tuple[str, str]:
-    return f"{name}.json", f"{name}.safetensors"
-
-
-def _has_state_tree(directory: Path, name: str) -> bool:
-    json_file, _ = _state_tree_files(name)
-    return (directory / json_file).is_file()
-
-
-_KEY_TYPES = (str, int, float, bool, type(None))
-
-
-class _Encoder:
-    """Encodes one tree: JSON values, with tagged objects (``{"$tag": ...}``) for the rest.
-
-    A dict is a JSON object when its keys are strings and none starts with ``$``, so a JSON
-    object with a ``$`` key is always a tag.
-    """
-
-    def __init__(self) -> None:
-        self.tensors: dict[str, torch.Tensor] = {}
-        self._storages: set[int] = set()
-
-    def encode(self, value: Any, where: str) -> Any:
-        kind = type(value)
-        if isinstance(value, torch.Tensor):
-            return {"$tensor": {"key": self._add(value, where), "device": str(value.device)}}
-        if isinstance(value, np.ndarray):
-            return {"$ndarray": self._add_array(value, where)}
-        if isinstance(value, np.generic):
-            return {"$numpy_scalar": self._add_array(np.asarray(value), where)}
-        if value is None or kind in (str, bool, int):
-            return value
-        if kind is float:
-            return value if math.isfinite(value) else {"$float": repr(value)}
-        if kind is list:
-            return [self.encode(item, f"{where}[{i}]") for i, item in enumerate(value)]
-        if kind is tuple:
-            return {"$tuple": [self.encode(item, f"{where}[{i}]") for i, item in enumerate(value)]}
-        if isinstance(value, Mapping):
-            if all(type(key) is str and not key.startswith("$") for key in value):
-                return {key: self.encode(item, f"{where}[{key!r}]") for key, item in value.items()}
-            return {"$dict": [self._pair(key, item, where) for key, item in value.items()]}
-        raise TypeError(f"{where}: a state tree cannot hold {kind.__qualname__}")
-
-    def _pair(self, key: Any, item: Any, where: str) -> list[Any]:
-        if not _is_plain_key(key):
-            raise TypeError(f"{where}: a state tree's dict keys cannot be {type(key).__qualname__}")
-        return [self.encode(key, where), self.encode(item, f"{where}[{key!r}]")]
-
-    def _add(self, tensor: torch.Tensor, where: str) -> str:
-        if tensor.layout != torch.strided:
-            raise TypeError(f"{where}: a state tree cannot hold a {tensor.layout} tensor")
-        stored = tensor.detach().to("cpu").contiguous()
-        storage = stored.untyped_storage().data_ptr()
-        if storage in self._storages:  # safetensors refuses tensors that share memory
-            stored = stored.clone()
-            storage = stored.untyped_storage().data_ptr()
-        self._storages.add(storage)
-        key = str(len(self.tensors))
-        self.tensors[key] = stored
-        return key
-
-    def _add_array(self, array: np.ndarray, where: str) -> str:
-        if not (array.flags.c_contiguous and array.flags.writeable):
-            array = array.copy(order="C")  # torch.from_numpy wants both
-        try:
-            tensor = torch.from_numpy(array)
-        except TypeError as error:
-            raise TypeError(f"{where}: a state tree cannot hold {array.dtype} arrays") from error
-        return self._add(tensor, where)
-
-
-def _is_plain_key(key: Any) -> bool:
-    if type(key) is tuple:
-        return all(_is_plain_key(item) for item in key)
-    return type(key) in _KEY_TYPES
-
-
-def _decode(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
-    if isinstance(value, list):
-        return [_decode(item, tensors) for item in value]
-    if not isinstance(value, dict):
-        return value
-    tag = next((key for key in value if key.startswith("$")), None)
-    if tag is None:
-        return {key: _decode(item, tensors) for key, item in value.items()}
-    body = value[tag]
-    if tag == "$tensor":
-        tensor = tensors[body["key"]]
-        return tensor if body["device"] == "cpu" else tensor.to(body["device"])
-    if tag == "$ndarray":
-        return tensors[body].numpy()
-    if tag == "$numpy_scalar":
-        return tensors[body].numpy()[()]
-    if tag == "$float":
-        return float(body)
-    if tag == "$tuple":
-        return tuple(_decode(item, tensors) for item in body)
-    if tag == "$dict":
-        return {_decode(key, tensors): _decode(item, tensors) for key, item in body}
-    raise ValueError(f"unknown state tree tag {tag}")
 
 
 # Legacy checkpoints -----------------------------------------------------------------------

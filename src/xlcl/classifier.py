@@ -2,7 +2,7 @@
 
 LoRA targets every linear layer of the encoder (`target_modules="all-linear"`) with
 ``lora_alpha = r`` by default; the classification head is trained and saved with each
-adapter (`modules_to_save=["classifier"]`), so every adapter carries its own head.
+adapter (`modules_to_save`, see `head_modules`), so every adapter carries its own head.
 """
 
 from __future__ import annotations
@@ -31,9 +31,19 @@ def lora_config(rank: int, settings: LoraSettings, task_type: TaskType) -> LoraC
         lora_alpha=settings.alpha or rank,
         lora_dropout=settings.dropout,
         target_modules="all-linear",
-        modules_to_save=["classifier"],
+        modules_to_save=head_modules(task_type),
         task_type=task_type,
     )
+
+
+def head_modules(task_type: TaskType) -> list[str]:
+    """The modules of a `task_type` model each adapter trains in full and saves: its head.
+
+    A sequence classifier's head includes BERT's pooler (dense + tanh, which RoBERTa's
+    classification head holds itself). Frozen, it would stay as the checkpoint has it, and
+    e5-small's has none: a random projection. No token classifier has a pooler.
+    """
+    return ["classifier", "pooler"] if task_type == TaskType.SEQ_CLS else ["classifier"]
 
 
 def build_classifier(

@@ -1,4 +1,4 @@
-"""Progress of a run on the terminal: step, locale, epoch, dev F1 and time left."""
+"""Progress of a run on the terminal: step, locale, epoch, dev score and time left."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ class Reporter(Protocol):
 
     def start_step(self, step: int, total: int, locale: str) -> None: ...
 
-    def epoch(self, epoch: int, max_epochs: int, dev_f1: float, best_f1: float) -> None: ...
+    def epoch(self, epoch: int, max_epochs: int, dev_score: float, best: float) -> None: ...
 
-    def evaluated(self, step: int, mean_f1: float) -> None: ...
+    def evaluated(self, step: int, mean_score: float) -> None: ...
 
     def message(self, text: str) -> None: ...
 
@@ -26,10 +26,10 @@ class Silent:
     def start_step(self, step: int, total: int, locale: str) -> None:
         return None
 
-    def epoch(self, epoch: int, max_epochs: int, dev_f1: float, best_f1: float) -> None:
+    def epoch(self, epoch: int, max_epochs: int, dev_score: float, best: float) -> None:
         return None
 
-    def evaluated(self, step: int, mean_f1: float) -> None:
+    def evaluated(self, step: int, mean_score: float) -> None:
         return None
 
     def message(self, text: str) -> None:
@@ -53,15 +53,15 @@ class ConsoleReporter:
             f"  left {self._left()}"
         )
 
-    def epoch(self, epoch: int, max_epochs: int, dev_f1: float, best_f1: float) -> None:
+    def epoch(self, epoch: int, max_epochs: int, dev_score: float, best: float) -> None:
         self.console.print(
             f"  step {self._step}/{self._total} {self._locale} epoch {epoch}/{max_epochs}"
-            f"  dev F1 {dev_f1:.4f} (best {best_f1:.4f})"
+            f"  dev {dev_score:.4f} (best {best:.4f})"
         )
 
-    def evaluated(self, step: int, mean_f1: float) -> None:
+    def evaluated(self, step: int, mean_score: float) -> None:
         self.console.print(
-            f"  step {step}: mean test F1 over scored locales {mean_f1:.4f}"
+            f"  step {step}: mean test score over scored locales {mean_score:.4f}"
             f"  elapsed {_clock(self._elapsed())}"
         )
 

@@ -371,7 +371,10 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
     checkpoint = latest_checkpoint(directory, config.run_id) if directory.is_dir() else None
     if checkpoint is None:
         store = RunStore.create(config, order, labels, data.checksum, str(device), task.metric)
-        reporter.message(f"run {config.run_id}: {config.method_spec.label}, {len(order)} locales")
+        reporter.message(
+            f"run {config.run_id}: {config.method_spec.label}, {len(order)} locales, "
+            f"scored by {task.metric}"
+        )
     else:
         store = RunStore.resume(directory, checkpoint.step)
         reporter.message(f"run {config.run_id}: resuming after step {checkpoint.step}")

@@ -53,6 +53,23 @@ def test_run_directory(tmp_path: Path, seq4: ScoreMatrix) -> None:
     np.testing.assert_array_equal(run.matrix.scores, seq4.scores)
 
 
+def test_a_strategys_runs_are_labelled_apart_from_the_plain_methods(
+    tmp_path: Path, seq4: ScoreMatrix
+) -> None:
+    replay = {"name": "replay", "mem_size": 100}
+    paths = [
+        write_run(tmp_path, seq4, "000000000001"),
+        write_run(tmp_path, seq4, "000000000002", strategy=replay),
+        write_run(tmp_path, seq4, "000000000003", strategy={**replay, "mem_size": 0}),
+    ]
+    labels = [run.label for run in load(paths).runs]
+    assert labels == [
+        "shared-lora tiny",
+        "shared-lora tiny replay mem_size=100",
+        "shared-lora tiny replay mem_size=0",
+    ]
+
+
 def test_an_old_run_directory_reads_as_slot_filling_by_its_method(
     tmp_path: Path, mono3: ScoreMatrix
 ) -> None:

@@ -72,6 +72,6 @@ def run(
 
     try:
         directory = run_experiment(resolved, ConsoleReporter())
-    except DataError as error:
+    except (ConfigError, DataError) as error:  # ConfigError: what only the task can check
         fail(str(error))
     typer.echo(str(directory))

@@ -63,11 +63,12 @@ class RunFacts:
     schedule: Schedule | None  # None: the score table says (joint, else sequential)
     task: str
     metric: str
+    strategy: str | None = None  # name and settings, e.g. "replay mem_size=100"
 
     @property
     def label(self) -> str:
         """The run's aggregation key (`run_label`)."""
-        return run_label(self.method, self.rank, self.model, self.task)
+        return run_label(self.method, self.rank, self.model, self.task, self.strategy)
 
 
 @dataclass
@@ -83,11 +84,13 @@ def run_label(
     rank: int | None = None,
     model: str | None = None,
     task: str | None = None,
+    strategy: str | None = None,
 ) -> str:
-    """The aggregation key: method, LoRA rank, model and task where known.
+    """The aggregation key: method, LoRA rank, model, task and strategy where known.
 
     ``shared-lora r32 FacebookAI/xlm-roberta-base``; a task other than `DEFAULT_TASK` is
-    added (``... massive-intent``), so that runs of two tasks are never averaged together.
+    added (``... massive-intent``), and so is a strategy with its settings (``... replay
+    mem_size=100``), so that runs of two tasks or remedies are never averaged together.
     """
     parts = [method or UNSPECIFIED]
     if rank is not None:
@@ -96,6 +99,8 @@ def run_label(
         parts.append(model)
     if task is not None and task != DEFAULT_TASK:
         parts.append(task)
+    if strategy is not None:
+        parts.append(strategy)
     return " ".join(parts)
 
 
@@ -114,7 +119,18 @@ def run_facts(manifest: dict[str, Any]) -> RunFacts:
         schedule=schedule_named(manifest.get("schedule"), method),
         task=manifest.get("task") or DEFAULT_TASK,
         metric=manifest.get("metric") or DEFAULT_METRIC,
+        strategy=_described_strategy(config.get("strategy")),
     )
+
+
+def _described_strategy(strategy: dict[str, Any] | None) -> str | None:
+    """``name key=value ...`` of a config's resolved ``strategy:`` mapping."""
+    if not strategy:
+        return None
+    settings = " ".join(
+        f"{key}={value}" for key, value in sorted(strategy.items()) if key != "name"
+    )
+    return f"{strategy['name']} {settings}".strip()
 
 
 def schedule_named(name: str | None, method: str | None) -> Schedule | None:

@@ -1,0 +1,145 @@
+"""MASSIVE intent classification: one of 60 intents per utterance, scored by accuracy.
+
+Select it with ``task: massive-intent`` (``xlcl run configs/demo/quick/vanilla.yaml --set
+task=massive-intent``). Labels are the intents seen in the run's data, sorted.
+
+An utterance's label is one intent, but the engine's batches carry a label per token (the
+slot task's shape): collation, length bucketing, CUDA-graph padding and the adapter router
+of `xlcl.together` all slice and pad those rows. So the intent id sits at token position 0
+of the label row, the ``<s>``/[CLS] token that sequence classifiers pool, and every other
+position holds -100; the loss reads column 0 only. `EncodedSplit.gold` holds one array
+``[intent_id]`` per utterance and `EncodedSplit.first_token` ``[0]``.
+
+A cell is micro accuracy over its utterances. Of the score table's counts, ``n_gold`` is
+the number of utterances (each has one gold intent) and ``n_pred`` the number predicted
+correctly, so a cell's accuracy is ``n_pred / n_gold`` and cells sum to pooled accuracies;
+the span columns (f1, precision, recall) are NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from peft import TaskType
+from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
+
+from xlcl.classifier import build_classifier
+from xlcl.config import LoraSettings
+from xlcl.data import MassiveData, Utterance, intent_names
+from xlcl.encode import IGNORE, EncodedSplit
+from xlcl.evaluate.accuracy import predict_sequences
+from xlcl.methods import Method
+from xlcl.models import VocabularyTrim
+from xlcl.tasks import TaskScore
+from xlcl.tasks.massive_slots import MassiveTask
+
+
+class MassiveIntent(MassiveTask):
+    """MASSIVE intent classification (60 intents), scored by accuracy."""
+
+    name = "massive-intent"
+    metric = "intent accuracy"
+
+    def label_names(self, data: MassiveData) -> list[str]:
+        """The intents in the data, sorted."""
+        return intent_names(data)
+
+    def encode(
+        self,
+        data: MassiveData,
+        locale: str,
+        split: str,
+        limit: int | None,
+        tokenizer: PreTrainedTokenizerBase,
+        labels: list[str],
+        max_length: int,
+    ) -> EncodedSplit:
+        """Subwords with the intent id at position 0 of the label row (-100 elsewhere)."""
+        label_ids = {label: index for index, label in enumerate(labels)}
+        utterances = data.utterances(locale, split)[:limit]  # type: ignore[arg-type]
+        return encode_intents(utterances, tokenizer, label_ids, max_length)
+
+    def build_model(
+        self,
+        model_path: str,
+        labels: list[str],
+        method: Method,
+        lora: LoraSettings,
+        seed: int,
+        trim: VocabularyTrim | None = None,
+    ) -> torch.nn.Module:
+        """A sequence classifier over the encoder (LoRA on every linear layer for LoRA methods)."""
+        return build_classifier(
+            model_path,
+            labels,
+            method,
+            lora,
+            seed,
+            trim,
+            auto_class=AutoModelForSequenceClassification,
+            task_type=TaskType.SEQ_CLS,
+        )
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the ``(batch, classes)`` logits against the intents."""
+        return F.cross_entropy(logits, labels[:, 0])
+
+    def score(
+        self,
+        model: torch.nn.Module,
+        splits: Sequence[EncodedSplit],
+        labels: Sequence[str],
+        batch_size: int,
+        pad_id: int,
+        device: torch.device,
+        precision: str,
+    ) -> TaskScore:
+        """Accuracy over the utterances of `splits` together; ``n_pred`` counts the correct."""
+        predicted = predict_sequences(model, splits, batch_size, pad_id, device, precision)
+        gold = np.concatenate([np.concatenate(split.gold) for split in splits])
+        correct = int(np.count_nonzero(predicted == gold))
+        accuracy = correct / len(gold)
+        return TaskScore(
+            value=accuracy,
+            n_sentences=len(gold),
+            n_gold=len(gold),
+            n_pred=correct,
+            intent_accuracy=accuracy,
+        )
+
+    def unscored(self, split: EncodedSplit, labels: Sequence[str]) -> TaskScore:
+        """NaN accuracy; the split's utterances (each one gold intent)."""
+        return TaskScore(value=math.nan, n_sentences=len(split), n_gold=len(split))
+
+
+def encode_intents(
+    utterances: Sequence[Utterance],
+    tokenizer: PreTrainedTokenizerBase,
+    label_ids: dict[str, int],
+    max_length: int,
+) -> EncodedSplit:
+    """Tokenize `utterances` (all of one locale); each one's intent id at token position 0."""
+    if not utterances:
+        raise ValueError("cannot encode an empty split")
+    batch = tokenizer(
+        [list(u.words) for u in utterances],
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_length,
+    )
+    input_ids, labels, gold, first_token = [], [], [], []
+    for utterance, ids in zip(utterances, batch["input_ids"], strict=True):
+        if not ids:
+            raise ValueError(f"{utterance.locale} utterance {utterance.id}: no token")
+        intent = label_ids[utterance.intent]
+        token_labels = np.full(len(ids), IGNORE, dtype=np.int64)
+        token_labels[0] = intent
+        input_ids.append(np.asarray(ids, dtype=np.int64))
+        labels.append(token_labels)
+        gold.append(np.array([intent], dtype=np.int64))
+        first_token.append(np.zeros(1, dtype=np.int64))
+    return EncodedSplit(utterances[0].locale, input_ids, labels, gold, first_token)
