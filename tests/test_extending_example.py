@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 
 import xlcl.protocol
 from massive_fixture import write_massive_dir
-from xlcl.checkpoint import CHECKPOINTS, Checkpoint, read_state_tree, write_state_tree
+from xlcl.checkpoint import CHECKPOINTS, Checkpoint
 from xlcl.classifier import trainable_parameters
 from xlcl.config import ConfigError, LoraSettings, load_config
 from xlcl.data import load_massive
@@ -29,6 +29,7 @@ from xlcl.encode import encode
 from xlcl.evaluate.scoring import predict_words
 from xlcl.methods import method
 from xlcl.protocol import run
+from xlcl.state_tree import read_state_tree, write_state_tree
 from xlcl.strategies import StepContext, hook_rng, strategy_class
 from xlcl.tasks import task_class
 

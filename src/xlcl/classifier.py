@@ -36,6 +36,9 @@ def lora_config(rank: int, settings: LoraSettings, task_type: TaskType) -> LoraC
     )
 
 
+HEAD_PARTS = ("classifier", "pooler")  # modules that belong to a task's head, never the encoder's
+
+
 def head_modules(task_type: TaskType) -> list[str]:
     """The modules of a `task_type` model each adapter trains in full and saves: its head.
 
@@ -43,7 +46,7 @@ def head_modules(task_type: TaskType) -> list[str]:
     classification head holds itself). Frozen, it would stay as the checkpoint has it, and
     e5-small's has none: a random projection. No token classifier has a pooler.
     """
-    return ["classifier", "pooler"] if task_type == TaskType.SEQ_CLS else ["classifier"]
+    return list(HEAD_PARTS) if task_type == TaskType.SEQ_CLS else ["classifier"]
 
 
 def build_classifier(

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from xlcl.classifier import trainable_parameters
+from xlcl.classifier import HEAD_PARTS, trainable_parameters
 from xlcl.config import TrainConfig
 from xlcl.encode import Batch, EncodedSplit, collate_batch, epoch_batches
 from xlcl.evaluate.scoring import mixed_precision
@@ -110,8 +110,9 @@ def optimizer_for(
 
     Biases and norms have no weight decay; the schedule warms up, then decays linearly.
 
-    The classification head trains at ``head_learning_rate`` when it is set: a fresh head
-    on a pretrained encoder needs a far higher rate than the encoder.
+    The classification head (and a sequence classifier's pooler, part of its head: see
+    `xlcl.classifier.head_modules`) trains at ``head_learning_rate`` when it is set: a fresh
+    head on a pretrained encoder needs a far higher rate than the encoder.
 
     `capturable` (for CUDA graphs) keeps the learning rates in tensors on the parameters'
     device, which the schedule fills in place, and AdamW's step counts there too.
@@ -120,7 +121,7 @@ def optimizer_for(
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, parameter in named_parameters:
         is_norm_or_bias = parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
-        rate = head_rate if "classifier" in name else config.learning_rate
+        rate = head_rate if any(part in name for part in HEAD_PARTS) else config.learning_rate
         decay = 0.0 if is_norm_or_bias else config.weight_decay
         groups.setdefault((rate, decay), []).append(parameter)
     parameters = [p for group in groups.values() for p in group]
