@@ -113,6 +113,8 @@ class Strategy:
 # Built-in strategies: name -> "module:attr", imported only when used. The one list.
 BUILTIN: dict[str, str] = {
     "replay": "xlcl.strategies.replay:Replay",
+    "ewc": "xlcl.strategies.ewc:EWC",
+    "lwf": "xlcl.strategies.lwf:LwF",
 }
 
 
