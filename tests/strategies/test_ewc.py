@@ -193,7 +193,7 @@ def test_separate_mode_sums_one_penalty_per_step(tiny_model, massive_dir, splits
     penalty = ewc.loss_terms(model, None, None)  # type: ignore[arg-type]
     assert penalty is not None
     torch.testing.assert_close(penalty.detach(), 2.0 / 2 * expected)
-    with pytest.raises(PluginError, match="decay_factor applies to mode online only"):
+    with pytest.raises(PluginError, match=r"strategy\.decay_factor: .*applies to mode online only"):
         resolve_settings({"name": "ewc", "mode": "separate", "decay_factor": 0.5})
 
 

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from xlcl.classifier import trainable_parameters
 from xlcl.encode import Batch, EncodedSplit, collate_batch, epoch_batches
@@ -57,21 +57,19 @@ class EWCSettings(StrategySettings):
     """
 
     ewc_lambda: float = Field(100.0, ge=0, description="weight of the penalty; 0 = off")
-    decay_factor: float = Field(
-        1.0,
-        ge=0,
-        le=1,
-        description="online: F <- decay_factor * F + F_step (must be 1 for separate)",
-    )
     mode: Literal["online", "separate"] = Field(
         "online", description="online: one decayed Fisher; separate: one term per step"
     )
+    decay_factor: float = Field(
+        1.0, ge=0, le=1, description="online: F <- decay_factor * F + F_step; 1 for separate"
+    )
 
-    @model_validator(mode="after")
-    def _decay_is_online_only(self) -> EWCSettings:
-        if self.mode == "separate" and self.decay_factor != 1.0:
-            raise ValueError("decay_factor applies to mode online only; leave it at 1")
-        return self
+    @field_validator("decay_factor")
+    @classmethod
+    def _decay_is_online_only(cls, decay_factor: float, info: ValidationInfo) -> float:
+        if info.data.get("mode") == "separate" and decay_factor != 1.0:
+            raise ValueError("applies to mode online only; leave it at 1 for mode separate")
+        return decay_factor
 
 
 class EWC(Strategy):

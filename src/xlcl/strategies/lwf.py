@@ -56,8 +56,9 @@ class LwF(Strategy):
     """Learning without Forgetting: distillation from the weights the step started from."""
 
     Settings = LwFSettings
-    # compile: the teacher's pass calls the same (compiled) module with other parameters,
-    # which the compiled forward takes as inputs; eval mode is one more compiled entry.
+    # compile: the teacher's pass calls the same (compiled) module with other parameters
+    # swapped in, and its eval mode is one more compiled entry (on a CPU, a compiled tiny
+    # model gave the eager model's term).
     # in_step_checkpoints: the teacher changes only in `before_step`, which runs again on
     # the step's starting weights when a run resumes inside the step.
     # Not cuda_graphs: the teacher's pass switches modules' training mode and swaps
