@@ -35,7 +35,7 @@ from xlcl.evaluate.accuracy import predict_sequences
 from xlcl.methods import Method
 from xlcl.models import VocabularyTrim
 from xlcl.tasks import TaskScore
-from xlcl.tasks.massive_slots import MassiveTask
+from xlcl.tasks.massive import MassiveTask
 
 
 class MassiveIntent(MassiveTask):

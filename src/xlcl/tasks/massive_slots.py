@@ -15,27 +15,14 @@ from peft import TaskType
 from transformers import AutoModelForTokenClassification, PreTrainedTokenizerBase
 
 from xlcl.classifier import build_classifier
-from xlcl.config import DataConfig, LoraSettings
-from xlcl.data import MassiveData, load_massive, resolve_order, slot_label_names
+from xlcl.config import LoraSettings
+from xlcl.data import MassiveData, slot_label_names
 from xlcl.encode import IGNORE, EncodedSplit, encode
 from xlcl.evaluate.scoring import score_splits
 from xlcl.methods import Method
 from xlcl.models import VocabularyTrim
-from xlcl.tasks import Task, TaskScore
-
-
-class MassiveTask(Task):
-    """What MASSIVE's tasks share: its 52 locales, the paper's orders, loading."""
-
-    def resolve_order(
-        self, order: int | str | Sequence[str], locales: Sequence[str] | None
-    ) -> tuple[str, ...]:
-        """The paper's orders 1-5, ``random:SEED`` or a list, over MASSIVE's locales."""
-        return resolve_order(order, locales)
-
-    def load(self, data: DataConfig, order: Sequence[str]) -> MassiveData:
-        """MASSIVE's utterances of `order` from ``data.source`` (or ``$XLCL_MASSIVE``)."""
-        return load_massive(data.source, order, skip_invalid=data.skip_invalid)
+from xlcl.tasks import TaskScore
+from xlcl.tasks.massive import MassiveTask
 
 
 class MassiveSlots(MassiveTask):
