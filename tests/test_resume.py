@@ -89,12 +89,22 @@ def test_two_runs_of_one_config_give_identical_matrices(tiny_model, massive_dir,
         pd.testing.assert_frame_equal(a, c, check_exact=True)
 
 
-REPLAY = {"name": "replay", "mem_size": 4}  # a strategy with state: its memory
+# Built-in remedies with state: replay's memory, EWC's Fisher and anchor, LwF's teacher.
+REMEDIES = [
+    {"name": "replay", "mem_size": 4},
+    {"name": "ewc", "ewc_lambda": 10.0},
+    {"name": "lwf", "alpha": 1.0},
+]
 
 
 @pytest.mark.parametrize(
     ("method", "rank", "strategy"),
-    [("vanilla", None, None), ("shared-lora", 4, None), ("vanilla", None, REPLAY)],
+    [
+        ("vanilla", None, None),
+        ("shared-lora", 4, None),
+        *(("vanilla", None, remedy) for remedy in REMEDIES),
+    ],
+    ids=["vanilla", "shared-lora", *(remedy["name"] for remedy in REMEDIES)],
 )
 def test_a_run_killed_again_and_again_resumes_to_the_same_matrix(
     tiny_model, massive_dir, tmp_path, method, rank, strategy
