@@ -216,7 +216,10 @@ class StepTrainer:
         plan: StepPlan,
         resume: TrainState | None,
     ) -> StepResult:
-        config = plan.train or self.train_config
+        # A plan's settings keep the batch an out-of-memory retry left.
+        config = self.train_config
+        if plan.train is not None:
+            config = _with_batch(plan.train, self.train_config.batch_size)
 
         def on_epoch(record: EpochRecord, best: float) -> None:
             self.reporter.epoch(record.epoch, config.epochs, record.dev_score, best)

@@ -115,6 +115,7 @@ BUILTIN: dict[str, str] = {
     "replay": "xlcl.strategies.replay:Replay",
     "ewc": "xlcl.strategies.ewc:EWC",
     "lwf": "xlcl.strategies.lwf:LwF",
+    "lr-adjust": "xlcl.strategies.lr_adjust:LRAdjust",
 }
 
 
