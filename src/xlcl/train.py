@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -79,6 +80,17 @@ class Objective:
             if extra is not None:
                 loss = loss + extra
         return loss
+
+    def adjust_gradients(
+        self, model: torch.nn.Module, parameters: Sequence[torch.nn.Parameter]
+    ) -> None:
+        """Put the strategy's replacement gradients, if it returns any, into `parameters`."""
+        if self.strategy is None:
+            return
+        replaced = self.strategy.gradients(model, [p.grad for p in parameters])
+        if replaced is not None:
+            for parameter, gradient in zip(parameters, replaced, strict=True):
+                parameter.grad = gradient
 
 
 def forward_backward(
@@ -245,7 +257,8 @@ class Learner:
     Its batches (drawn from its own generator, seeded by the step), its AdamW and
     learning-rate schedule, clipping, epoch bookkeeping, early stopping with its best
     weights, and the non-finite check. Whoever drives it runs the forward and backward
-    passes (one model, or many adapters in one pass) and calls `micro_batch_done`.
+    passes (one model, or many adapters in one pass) and calls `micro_batch_done`;
+    `before_update` sees the gradients before each update (a strategy's `gradients` hook).
     """
 
     def __init__(
@@ -259,8 +272,10 @@ class Learner:
         device: torch.device,
         resume: TrainState | None = None,
         capturable: bool = False,
+        before_update: Callable[[Sequence[torch.nn.Parameter]], None] | None = None,
     ) -> None:
         self.name = name
+        self.before_update = before_update
         self.train, self.dev, self.config = list(train), list(dev), config
         self.named_parameters = list(named_parameters)
         self.parameters = [p for _, p in self.named_parameters]
@@ -309,6 +324,8 @@ class Learner:
         accumulation = self.config.gradient_accumulation
         if not update_due(self.state.batches_done, len(self.batches), accumulation):
             return False
+        if self.before_update is not None:
+            self.before_update(self.parameters)
         self.non_finite |= apply_update(
             self.parameters, self.optimizer, self.scheduler, self.config.max_grad_norm
         )
@@ -408,7 +425,16 @@ def train_step(
     # (half the batch, twice the accumulation) runs eagerly.
     graphs = config.cuda_graphs and config.gradient_accumulation == 1
     learner = Learner(
-        "", trainable_parameters(model), train, dev, config, seed, device, resume, graphs
+        "",
+        trainable_parameters(model),
+        train,
+        dev,
+        config,
+        seed,
+        device,
+        resume,
+        graphs,
+        before_update=partial(objective.adjust_gradients, model),
     )
     if resume is not None:
         if resume.torch_rng is not None:

@@ -99,6 +99,18 @@ class Strategy:
         """A term added to the task's loss on `batch` (`outputs.logits`), or None."""
         return None
 
+    def gradients(
+        self, model: torch.nn.Module, gradients: list[torch.Tensor | None]
+    ) -> list[torch.Tensor | None] | None:
+        """Before each optimizer update: replacement gradients, or None to keep them.
+
+        `gradients` are the trainable parameters' (in `trainable_parameters` order), after
+        the backward passes and before clipping; do not change them in place, return new
+        ones (A-GEM's projection). Strategies that override this cannot declare
+        ``cuda_graphs`` (the update would need the hook inside the graph).
+        """
+        return None
+
     def after_step(self, ctx: StepContext, model: torch.nn.Module) -> None:
         """Called after each training step (with the step's best weights restored)."""
 
