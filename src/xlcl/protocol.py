@@ -257,7 +257,8 @@ class StepTrainer:
         return None if self.strategy is None else {"strategy": self.strategy.state_dict()}
 
     def _partial_state(self, model: torch.nn.Module, step: int) -> TrainState | None:
-        """Load the checkpoint inside `step` into `model`, if the run stopped there."""
+        """Load the checkpoint inside `step` into `model` (and the strategy), if the run
+        stopped there."""
         if step != self.partial_step:
             return None
         partial = latest_partial(self.store.directory, self.config.run_id, step)
@@ -266,6 +267,8 @@ class StepTrainer:
         weights = partial.weights()
         assert weights is not None, "a checkpoint inside a step always holds weights"
         _load_weights(model, weights)
+        if self.strategy is not None:  # as it was at that update, after the step's plan
+            self.strategy.load_state_dict(partial.state()["strategy"])
         self.reporter.message(f"continuing step {step} from its checkpoint inside the step")
         return TrainState.from_dict(partial.train_state())
 

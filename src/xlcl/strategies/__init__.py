@@ -128,6 +128,7 @@ BUILTIN: dict[str, str] = {
     "ewc": "xlcl.strategies.ewc:EWC",
     "lwf": "xlcl.strategies.lwf:LwF",
     "lr-adjust": "xlcl.strategies.lr_adjust:LRAdjust",
+    "agem": "xlcl.strategies.agem:AGEM",
 }
 
 
