@@ -89,11 +89,13 @@ def test_two_runs_of_one_config_give_identical_matrices(tiny_model, massive_dir,
         pd.testing.assert_frame_equal(a, c, check_exact=True)
 
 
-# Built-in remedies with state: replay's memory, EWC's Fisher and anchor, LwF's teacher.
+# Built-in remedies with state: replay's memory, EWC's Fisher and anchor, LwF's teacher,
+# A-GEM's memory and the generator its reference batches are drawn from.
 REMEDIES = [
     {"name": "replay", "mem_size": 4},
     {"name": "ewc", "ewc_lambda": 10.0},
     {"name": "lwf", "alpha": 1.0},
+    {"name": "agem", "mem_size": 4, "sample_size": 2},
 ]
 
 

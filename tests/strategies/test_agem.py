@@ -266,3 +266,38 @@ def test_a_run_resumed_after_step_2_continues_bit_for_bit(
     _, reference_curves = tables(reference)
     step_3 = curves["step"] == 3
     assert not curves[step_3]["train_loss"].equals(reference_curves[step_3]["train_loss"])
+
+
+def test_a_run_stopped_inside_a_step_continues_with_the_generator_of_that_update(
+    tiny_model, massive_dir, tmp_path, monkeypatch
+):
+    import xlcl.protocol
+
+    # 2 of the memory's 4 utterances a reference batch: the generator decides which.
+    strategy = {"name": "agem", "mem_size": 4, "sample_size": 2}
+    reference = run(config(tiny_model, massive_dir, tmp_path / "ref", strategy, **CONFLICTING))
+    raw = config(tiny_model, massive_dir, tmp_path / "stopped", strategy, **CONFLICTING)
+    stopped_config = validate_config(
+        {**raw.model_dump(mode="json"), "checkpoint": {"every_updates": 1}}
+    )
+    original = xlcl.protocol.save_partial
+    saved = []
+
+    def save_then_stop(run_dir, step, *args, **kwargs):
+        path = original(run_dir, step, *args, **kwargs)
+        saved.append(step)
+        # 3 updates an epoch (10 utterances, batch 4), the last one not checkpointed: the
+        # 2 x 4 = 8 of step 1, then the 5th inside step 2 (epoch 3), where the generator
+        # has drawn 4 reference batches since the step's plan seeded it.
+        if saved.count(2) == 5:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(xlcl.protocol, "save_partial", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run(stopped_config)
+    monkeypatch.setattr(xlcl.protocol, "save_partial", original)
+    assert saved.count(1) == 8
+    resumed = run(stopped_config)
+    for a, b in zip(tables(reference), tables(resumed), strict=True):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)

@@ -63,13 +63,12 @@ class AGEM(Strategy):
 
     Settings = AGEMSettings
     # compile: the reference pass calls the model like EWC's Fisher pass (eval mode is one
-    # more compiled entry). Not cuda_graphs: `gradients` branches on the host on the sign
-    # of g · g_ref. Not in_step_checkpoints: the generator moves on within a step, but a
-    # run resumed inside a step gets the strategy state of the last finished step and
-    # `before_step` seeds the generator again, so it would draw other reference batches
-    # than the uninterrupted run. Not adapters_together: g_ref is over all trainable
-    # parameters, not per adapter.
-    features = frozenset({Feature.COMPILE})
+    # more compiled entry). in_step_checkpoints: the generator moves on within a step, and
+    # its state is in `state_dict`, which a checkpoint inside a step keeps and a run resumed
+    # there gets back. Not cuda_graphs: `gradients` branches on the host on the sign of
+    # g · g_ref. Not adapters_together: g_ref is over all trainable parameters, not per
+    # adapter.
+    features = frozenset({Feature.COMPILE, Feature.IN_STEP_CHECKPOINTS})
     schedules = frozenset({"sequential"})
 
     def __init__(self, settings: AGEMSettings) -> None:
@@ -102,9 +101,7 @@ class AGEM(Strategy):
         assert self.generator is not None and self.task is not None, "seeded in before_step"
         total = sum(len(split) for split in self.reference)
         indices = self.generator.choice(total, size=min(self.sample_size, total), replace=False)
-        reference = reference_gradients(
-            model, self.reference, indices, self.task, self.precision
-        )
+        reference = reference_gradients(model, self.reference, indices, self.task, self.precision)
         return project(gradients, reference)
 
     def after_step(self, ctx: StepContext, model: torch.nn.Module) -> None:
