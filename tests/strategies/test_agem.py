@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from massive_fixture import write_massive_dir
+from strategies.strategy_runs import interrupted_after_step, tables
 from xlcl.checkpoint import latest_checkpoint
 from xlcl.classifier import trainable_parameters
 from xlcl.config import LoraSettings, validate_config
@@ -29,11 +29,6 @@ TRAIN = {"epochs": 2, "patience": 1, "batch_size": 4, "learning_rate": 1e-3}
 # At TRAIN's gentle rate the fixture's locales never pull against each other (g·g_ref > 0 at
 # every update, so A-GEM changes nothing); at this one some updates of steps 2 and 3 do.
 CONFLICTING = {"epochs": 4, "patience": 5, "learning_rate": 1e-2}
-
-
-@pytest.fixture(scope="module")
-def massive_dir(tmp_path_factory):
-    return write_massive_dir(tmp_path_factory.mktemp("massive"))
 
 
 @pytest.fixture(scope="module")
@@ -181,12 +176,6 @@ def test_the_reference_gradient_is_the_memory_batch_s_loss_gradient_by_hand(
     assert all(g is None or g.abs().max() < 1e-5 for g in projected)
 
 
-def tables(directory):
-    scores = pd.read_parquet(directory / "scores.parquet")
-    curves = pd.read_parquet(directory / "curves.parquet").drop(columns=["seconds"])
-    return scores, curves
-
-
 def test_agem_with_mem_size_0_is_vanilla_bit_for_bit(tiny_model, massive_dir, tmp_path):
     vanilla = run(config(tiny_model, massive_dir, tmp_path / "vanilla", **CONFLICTING))
     off_strategy = {"name": "agem", "mem_size": 0}
@@ -226,24 +215,6 @@ def test_the_state_survives_a_checkpoint_s_state_tree(
     assert np.array_equal(state["memory"]["en-US"], restored_state["memory"]["en-US"])
     draws = agem.generator.integers(2**62, size=4)  # type: ignore[attr-defined]
     assert np.array_equal(restored.generator.integers(2**62, size=4), draws)  # type: ignore[attr-defined]
-
-
-def interrupted_after_step(monkeypatch, run_config, step):
-    """Run `run_config`, stopping it (KeyboardInterrupt) once step `step`'s checkpoint is in."""
-    import xlcl.protocol
-
-    original = xlcl.protocol.save_checkpoint
-
-    def save_then_stop(run_dir, saved_step, *args, **kwargs):
-        path = original(run_dir, saved_step, *args, **kwargs)
-        if saved_step == step:
-            raise KeyboardInterrupt
-        return path
-
-    monkeypatch.setattr(xlcl.protocol, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        run(run_config)
-    monkeypatch.setattr(xlcl.protocol, "save_checkpoint", original)
 
 
 def test_a_run_resumed_after_step_2_continues_bit_for_bit(

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer
 
-from massive_fixture import write_massive_dir
+from strategies.strategy_runs import tables
 from xlcl.checkpoint import latest_checkpoint
 from xlcl.classifier import trainable_parameters
 from xlcl.config import LoraSettings, validate_config
@@ -26,11 +26,6 @@ from xlcl.tasks.massive_slots import MassiveSlots
 
 ORDER = ["en-US", "ja-JP", "de-DE"]
 TRAIN = {"epochs": 2, "patience": 1, "batch_size": 4, "learning_rate": 1e-3}
-
-
-@pytest.fixture(scope="module")
-def massive_dir(tmp_path_factory):
-    return write_massive_dir(tmp_path_factory.mktemp("massive"))
 
 
 @pytest.fixture(scope="module")
@@ -252,12 +247,6 @@ def test_the_state_survives_a_checkpoint_s_state_tree(
         restored.loss_terms(model, None, None),  # type: ignore[arg-type]
         ewc.loss_terms(model, None, None),  # type: ignore[arg-type]
     )
-
-
-def tables(directory):
-    scores = pd.read_parquet(directory / "scores.parquet")
-    curves = pd.read_parquet(directory / "curves.parquet").drop(columns=["seconds"])
-    return scores, curves
 
 
 def test_ewc_lambda_0_is_vanilla_bit_for_bit(tiny_model, massive_dir, tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from massive_fixture import write_massive_dir
 from xlcl.config import validate_config
 from xlcl.protocol import run
 
@@ -17,11 +16,6 @@ TRAIN = {
     "learning_rate": 1e-3,
     "head_learning_rate": 1e-2,
 }
-
-
-@pytest.fixture(scope="module")
-def massive_dir(tmp_path_factory):
-    return write_massive_dir(tmp_path_factory.mktemp("massive"))
 
 
 def run_with(tiny_model, massive_dir, output, strategy=None):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from massive_fixture import write_massive_dir
+from strategies.strategy_runs import tables
 from xlcl.checkpoint import latest_checkpoint
 from xlcl.classifier import trainable_parameters
 from xlcl.config import LoraSettings, validate_config
@@ -138,11 +138,6 @@ def test_no_teacher_at_the_first_step_and_none_when_off():
     assert off.loss_terms(model, batch, model(batch.input_ids, batch.attention_mask)) is None
 
 
-@pytest.fixture(scope="module")
-def massive_dir(tmp_path_factory):
-    return write_massive_dir(tmp_path_factory.mktemp("massive"))
-
-
 @pytest.fixture
 def slot_model_and_batch(tiny_model, massive_dir):
     """The tiny slot model in training mode (dropout 0.1) and a batch of 4 utterances."""
@@ -209,12 +204,6 @@ def config(tiny_model, massive_dir, output, strategy=None, **sections):
     if strategy is not None:
         raw["strategy"] = strategy
     return validate_config(raw)
-
-
-def tables(directory):
-    scores = pd.read_parquet(directory / "scores.parquet")
-    curves = pd.read_parquet(directory / "curves.parquet").drop(columns=["seconds"])
-    return scores, curves
 
 
 def test_alpha_0_is_vanilla_bit_for_bit(tiny_model, massive_dir, tmp_path):

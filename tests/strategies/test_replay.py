@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from massive_fixture import write_massive_dir
+from strategies.strategy_runs import interrupted_after_step, tables
 from xlcl.checkpoint import latest_checkpoint
 from xlcl.config import validate_config
 from xlcl.data import load_massive, slot_label_names
@@ -20,11 +20,6 @@ from xlcl.strategies import StepContext, StepPlan, build_strategy, hook_rng
 
 ORDER = ["en-US", "ja-JP", "de-DE"]
 TRAIN = {"epochs": 2, "patience": 1, "batch_size": 4, "learning_rate": 1e-3}
-
-
-@pytest.fixture(scope="module")
-def massive_dir(tmp_path_factory):
-    return write_massive_dir(tmp_path_factory.mktemp("massive"))
 
 
 @pytest.fixture(scope="module")
@@ -119,12 +114,6 @@ def config(tiny_model, massive_dir, output, strategy=None):
     return validate_config(raw)
 
 
-def tables(directory):
-    scores = pd.read_parquet(directory / "scores.parquet")
-    curves = pd.read_parquet(directory / "curves.parquet").drop(columns=["seconds"])
-    return scores, curves
-
-
 def test_replay_with_mem_size_0_is_vanilla_bit_for_bit(tiny_model, massive_dir, tmp_path):
     vanilla = run(config(tiny_model, massive_dir, tmp_path / "vanilla"))
     off = run(config(tiny_model, massive_dir, tmp_path / "off", {"name": "replay", "mem_size": 0}))
@@ -143,24 +132,6 @@ def test_replay_with_mem_size_0_is_vanilla_bit_for_bit(tiny_model, massive_dir, 
     assert not curves_on[later]["train_loss"].equals(curves_off[later]["train_loss"])
     memory = latest_checkpoint(replayed, replayed.name).state()["strategy"]["memory"]
     assert {locale: len(kept) for locale, kept in memory.items()} == {loc: 3 for loc in ORDER}
-
-
-def interrupted_after_step(monkeypatch, config, step):
-    """Run `config`, stopping it (KeyboardInterrupt) once step `step`'s checkpoint is written."""
-    import xlcl.protocol
-
-    original = xlcl.protocol.save_checkpoint
-
-    def save_then_stop(run_dir, saved_step, *args, **kwargs):
-        path = original(run_dir, saved_step, *args, **kwargs)
-        if saved_step == step:
-            raise KeyboardInterrupt
-        return path
-
-    monkeypatch.setattr(xlcl.protocol, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        run(config)
-    monkeypatch.setattr(xlcl.protocol, "save_checkpoint", original)
 
 
 def test_a_resumed_replay_run_continues_with_the_memory_of_its_checkpoint(
