@@ -27,13 +27,9 @@ import torch.nn.functional as F
 from peft import TaskType
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
-from xlcl.classifier import build_classifier
-from xlcl.config import LoraSettings
 from xlcl.data import MassiveData, Utterance, intent_names
 from xlcl.encode import IGNORE, EncodedSplit
 from xlcl.evaluate.accuracy import predict_sequences
-from xlcl.methods import Method
-from xlcl.models import VocabularyTrim
 from xlcl.tasks import TaskScore
 from xlcl.tasks.massive import MassiveTask
 
@@ -43,46 +39,22 @@ class MassiveIntent(MassiveTask):
 
     name = "massive-intent"
     metric = "intent accuracy"
+    auto_class = AutoModelForSequenceClassification
+    task_type = TaskType.SEQ_CLS
 
     def label_names(self, data: MassiveData) -> list[str]:
         """The intents in the data, sorted."""
         return intent_names(data)
 
-    def encode(
+    def encode_utterances(
         self,
-        data: MassiveData,
-        locale: str,
-        split: str,
-        limit: int | None,
+        utterances: Sequence[Utterance],
         tokenizer: PreTrainedTokenizerBase,
-        labels: list[str],
+        label_ids: dict[str, int],
         max_length: int,
     ) -> EncodedSplit:
         """Subwords with the intent id at position 0 of the label row (-100 elsewhere)."""
-        label_ids = {label: index for index, label in enumerate(labels)}
-        utterances = data.utterances(locale, split)[:limit]  # type: ignore[arg-type]
         return encode_intents(utterances, tokenizer, label_ids, max_length)
-
-    def build_model(
-        self,
-        model_path: str,
-        labels: list[str],
-        method: Method,
-        lora: LoraSettings,
-        seed: int,
-        trim: VocabularyTrim | None = None,
-    ) -> torch.nn.Module:
-        """A sequence classifier over the encoder (LoRA on every linear layer for LoRA methods)."""
-        return build_classifier(
-            model_path,
-            labels,
-            method,
-            lora,
-            seed,
-            trim,
-            auto_class=AutoModelForSequenceClassification,
-            task_type=TaskType.SEQ_CLS,
-        )
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of the ``(batch, classes)`` logits against the intents."""

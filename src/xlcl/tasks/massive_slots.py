@@ -14,13 +14,9 @@ import torch.nn.functional as F
 from peft import TaskType
 from transformers import AutoModelForTokenClassification, PreTrainedTokenizerBase
 
-from xlcl.classifier import build_classifier
-from xlcl.config import LoraSettings
-from xlcl.data import MassiveData, slot_label_names
+from xlcl.data import MassiveData, Utterance, slot_label_names
 from xlcl.encode import IGNORE, EncodedSplit, encode
 from xlcl.evaluate.scoring import score_splits
-from xlcl.methods import Method
-from xlcl.models import VocabularyTrim
 from xlcl.tasks import TaskScore
 from xlcl.tasks.massive import MassiveTask
 
@@ -30,46 +26,22 @@ class MassiveSlots(MassiveTask):
 
     name = "massive-slots"
     metric = "span F1"
+    auto_class = AutoModelForTokenClassification
+    task_type = TaskType.TOKEN_CLS
 
     def label_names(self, data: MassiveData) -> list[str]:
         """``O``, then ``B-``/``I-`` of every slot type in the data."""
         return slot_label_names(data)
 
-    def encode(
+    def encode_utterances(
         self,
-        data: MassiveData,
-        locale: str,
-        split: str,
-        limit: int | None,
+        utterances: Sequence[Utterance],
         tokenizer: PreTrainedTokenizerBase,
-        labels: list[str],
+        label_ids: dict[str, int],
         max_length: int,
     ) -> EncodedSplit:
         """Subwords with each word's tag on its first subword (the rest ignored)."""
-        label_ids = {label: index for index, label in enumerate(labels)}
-        utterances = data.utterances(locale, split)[:limit]  # type: ignore[arg-type]
         return encode(utterances, tokenizer, label_ids, max_length)
-
-    def build_model(
-        self,
-        model_path: str,
-        labels: list[str],
-        method: Method,
-        lora: LoraSettings,
-        seed: int,
-        trim: VocabularyTrim | None = None,
-    ) -> torch.nn.Module:
-        """A token classifier over the encoder (LoRA on every linear layer for LoRA methods)."""
-        return build_classifier(
-            model_path,
-            labels,
-            method,
-            lora,
-            seed,
-            trim,
-            auto_class=AutoModelForTokenClassification,
-            task_type=TaskType.TOKEN_CLS,
-        )
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over the labelled subwords (as the Hugging Face head's)."""
