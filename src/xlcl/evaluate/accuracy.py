@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from xlcl.encode import EncodedSplit, iterate_batches
-from xlcl.evaluate.scoring import mixed_precision
+from xlcl.encode import EncodedSplit
+from xlcl.evaluate.scoring import argmax_by_length
 
 
 @torch.no_grad()
@@ -30,17 +30,9 @@ def predict_sequences(
     """
     if not splits:
         raise ValueError("no split to score")
-    was_training = model.training
-    model.eval()
-    on_device: list[torch.Tensor] = []
-    with mixed_precision(precision, device):
-        for batch in iterate_batches(splits, batch_size, pad_id, rng=None):
-            batch = batch.to(device)
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            on_device.append(logits.argmax(dim=-1))
-    model.train(was_training)
+    on_device = argmax_by_length(model, splits, batch_size, pad_id, device, precision)
     by_length = torch.cat(on_device).cpu().numpy()  # one host-device sync for the pass
-    # iterate_batches without rng yields utterances sorted by length: undo that.
+    # The batches hold the utterances sorted by length: undo that.
     lengths = np.concatenate([split.lengths for split in splits])
     predicted = np.empty(len(lengths), dtype=np.int64)
     predicted[np.argsort(lengths, kind="stable")] = by_length

@@ -29,6 +29,32 @@ def mixed_precision(precision: str, device: torch.device, cache: bool = True) ->
 
 
 @torch.no_grad()
+def argmax_by_length(
+    model: torch.nn.Module,
+    splits: Sequence[EncodedSplit],
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    precision: str = "auto",
+) -> list[torch.Tensor]:
+    """The model's argmax over its logits' last axis, a tensor per batch, left on the device.
+
+    Batches follow `iterate_batches` without a generator: the utterances of `splits`
+    sorted by length. The model runs in eval mode and is put back in the mode it was in.
+    """
+    was_training = model.training
+    model.eval()
+    on_device: list[torch.Tensor] = []
+    with mixed_precision(precision, device):
+        for batch in iterate_batches(splits, batch_size, pad_id, rng=None):
+            batch = batch.to(device)
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            on_device.append(logits.argmax(dim=-1))
+    model.train(was_training)
+    return on_device
+
+
+@torch.no_grad()
 def predict_words(
     model: torch.nn.Module,
     split: EncodedSplit,
@@ -38,15 +64,7 @@ def predict_words(
     precision: str = "auto",
 ) -> list[np.ndarray]:
     """Predicted label id of every word of `split` (``O`` for words with no subword)."""
-    was_training = model.training
-    model.eval()
-    on_device: list[torch.Tensor] = []
-    with mixed_precision(precision, device):
-        for batch in iterate_batches([split], batch_size, pad_id, rng=None):
-            batch = batch.to(device)
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            on_device.append(logits.argmax(dim=-1))
-    model.train(was_training)
+    on_device = argmax_by_length(model, [split], batch_size, pad_id, device, precision)
     token_predictions = [row for batch in on_device for row in batch.cpu().numpy()]
     # iterate_batches without rng yields utterances sorted by length: undo that.
     order = np.argsort(split.lengths, kind="stable")
