@@ -252,6 +252,11 @@ def _check_features(config: RunConfig) -> None:
         return
     name = config.strategy["name"]
     supported = strategy_class(name)
+    if supported.needs_lora and not spec.lora:
+        raise ValueError(
+            f"strategy {name} modifies LoRA adapters: method {config.method} trains none "
+            "(use a LoRA method)"
+        )
     if spec.schedule.name not in supported.schedules:
         raise ValueError(
             f"strategy {name} is not for the {spec.schedule.name} schedule of method "

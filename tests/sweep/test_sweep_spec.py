@@ -36,6 +36,17 @@ def test_grid_times_variants_with_variant_keys_winning(tmp_path):
     assert all(run.output_dir == str(tmp_path) for run in runs)
 
 
+def test_cases_pair_their_keys_and_cross_the_grid_and_variants(tmp_path):
+    cases = [{"order": 1, "train.seed": 7}, {"order": 2, "train.seed": 8}]
+    variants = [{"method": "vanilla"}, {"method": "vanilla", "train.seed": 9}]
+    runs = expand(BASE, {"train.epochs": [1, 2]}, variants, tmp_path, cases=cases)
+    # 2 epochs x 2 cases x 2 variants; the second variant's seed overrides the case's.
+    assert sorted((run.train.epochs, run.order, run.train.seed) for run in runs) == [
+        (1, 1, 7), (1, 1, 9), (1, 2, 8), (1, 2, 9),
+        (2, 1, 7), (2, 1, 9), (2, 2, 8), (2, 2, 9),
+    ]  # fmt: skip
+
+
 def test_crossing_ranks_with_full_fine_tuning_points_to_variants(tmp_path):
     with pytest.raises(ConfigError, match="variants"):
         expand(BASE, {"method": ["vanilla", "shared-lora"], "rank": [32]}, [], tmp_path)

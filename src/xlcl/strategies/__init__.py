@@ -76,6 +76,19 @@ class StepPlan:
     train: TrainConfig | None = None  # replaces the step's optimisation settings
 
 
+@dataclass(frozen=True)
+class StrategyCost:
+    """What a strategy holds beyond its plain method, for `xlcl params` and the manifest.
+
+    Counts are of a run over ``n_locales`` locales once it has finished (the largest they
+    get); `Strategy.cost` computes them from the settings alone, before anything runs.
+    """
+
+    extra_parameters: int = 0  # model parameters added (O-LoRA's frozen adapters)
+    stored_values: int = 0  # numbers kept besides the model (EWC's Fisher and anchor)
+    memory_utterances: int = 0  # training utterances of earlier locales kept (replay)
+
+
 class Strategy:
     """A remedy against forgetting. Override only the hooks you need.
 
@@ -87,9 +100,22 @@ class Strategy:
     Settings: ClassVar[type[StrategySettings]] = StrategySettings
     features: ClassVar[frozenset[Feature]] = frozenset()
     schedules: ClassVar[frozenset[str]] = frozenset({"sequential", "independent", "joint"})
+    needs_lora: ClassVar[bool] = False  # modifies LoRA adapters: refused on full fine-tuning
 
     def __init__(self, settings: StrategySettings) -> None:
         self.settings = settings
+
+    @classmethod
+    def cost(
+        cls, settings: StrategySettings, *, trainable: int, train_sizes: Mapping[str, int]
+    ) -> StrategyCost:
+        """The extra parameters, values and utterances a run with `settings` ends up holding.
+
+        `trainable` is the plain method's trainable parameter count (the model's, or one
+        adapter's and its head's); `train_sizes` the training utterances of each locale of
+        the order. The default: nothing extra.
+        """
+        return StrategyCost()
 
     def before_step(self, ctx: StepContext, model: torch.nn.Module) -> StepPlan | None:
         """Called before each training step; may return extra data or other settings."""

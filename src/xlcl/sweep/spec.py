@@ -5,14 +5,17 @@ base: ../paper/vanilla.yaml        # a run config: a path (relative to this file
 grid:                              # dotted config keys -> lists; the runs are their product
   order: [1, 2, 3, 4, 5]
   train.seed: [42]
+cases:                             # optional: settings that vary together, crossed with the
+  - {order: 1, train.seed: 42}     #   grid and the variants (an order paired with a seed)
+  - {order: 2, train.seed: 43}
 variants:                          # optional: settings that only make sense together
   - {method: vanilla}
   - {method: shared-lora, rank: 32}
 results: results/paper             # optional default for --results
 ```
 
-Every combination of the grid, crossed with every variant, sets its keys on a copy of the
-base; a variant's keys override the grid's. Each result is validated into a `RunConfig`
+Every combination of the grid, crossed with every case and every variant, sets its keys on
+a copy of the base; a case's keys override the grid's, a variant's override both. Each result is validated into a `RunConfig`
 whose ``output_dir`` is the sweep's results directory, and runs with the same run id (the
 hash of the resolved config) collapse into one, first one kept.
 """
@@ -46,6 +49,9 @@ class SweepFile(BaseModel):
 
     base: str | dict[str, Any] = Field(..., description="run config: a YAML path or a mapping")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values")
+    cases: list[dict[str, Any]] = Field(
+        default_factory=list, description="mappings of dotted keys that vary together"
+    )
     variants: list[dict[str, Any]] = Field(
         default_factory=list, description="mappings of dotted keys, crossed with the grid"
     )
@@ -94,7 +100,7 @@ def load_sweep(
         where = Path("results") / path.stem
     # Absolute: workers (Ray nodes, Slurm jobs) need not start in the driver's directory.
     where = Path(where).resolve()
-    runs = expand(base, spec.grid, spec.variants, where, source=str(path))
+    runs = expand(base, spec.grid, spec.variants, where, source=str(path), cases=spec.cases)
     return Sweep(runs=runs, results=where, source=str(path))
 
 
@@ -104,20 +110,23 @@ def expand(
     variants: Sequence[Mapping[str, Any]],
     results: Path,
     source: str = "sweep",
+    cases: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[RunConfig, ...]:
-    """The validated, de-duplicated runs of `base` x product(`grid`) x `variants`."""
+    """The validated, de-duplicated runs of `base` x product(`grid`) x `cases` x `variants`."""
     keys = list(grid)
     runs: dict[str, RunConfig] = {}
-    for values in itertools.product(*(grid[key] for key in keys)):
-        for variant in variants or [{}]:
-            raw = copy.deepcopy(dict(base))
-            settings = {**dict(zip(keys, values, strict=True)), **variant}
-            for key, value in settings.items():
-                assign(raw, key, copy.deepcopy(value))
-            raw["output_dir"] = str(results)
-            described = ", ".join(f"{key}={value!r}" for key, value in settings.items())
-            config = _validate(raw, f"{source} [{described or 'base'}]")
-            runs.setdefault(config.run_id, config)
+    combinations = itertools.product(
+        itertools.product(*(grid[key] for key in keys)), cases or [{}], variants or [{}]
+    )
+    for values, case, variant in combinations:
+        raw = copy.deepcopy(dict(base))
+        settings = {**dict(zip(keys, values, strict=True)), **case, **variant}
+        for key, value in settings.items():
+            assign(raw, key, copy.deepcopy(value))
+        raw["output_dir"] = str(results)
+        described = ", ".join(f"{key}={value!r}" for key, value in settings.items())
+        config = _validate(raw, f"{source} [{described or 'base'}]")
+        runs.setdefault(config.run_id, config)
     return tuple(runs.values())
 
 
