@@ -68,14 +68,21 @@ def write_run(
     status: str = "done",
     done: bool = True,
     rows: int | None = None,
+    strategy: dict[str, object] | None = None,
+    manifest_extra: dict[str, object] | None = None,
+    epoch_seconds: Sequence[float] = (),
 ) -> Path:
-    """A run directory ``parent/run_id``; ``rows`` keeps only the first rows of the table."""
+    """A run directory ``parent/run_id``; ``rows`` keeps only the first rows of the table.
+
+    ``strategy`` goes into the config, ``manifest_extra`` into the manifest; with
+    ``epoch_seconds`` a ``curves.parquet`` has one epoch of that many seconds per value.
+    """
     path = parent / run_id
     path.mkdir(parents=True)
     manifest = {
         "run_id": run_id,
         "status": status,
-        "config": {"model": model, "method": method, "rank": rank},
+        "config": {"model": model, "method": method, "rank": rank, "strategy": strategy},
         "order": list(order),
         "labels": ["O", "B-time", "I-time"],
         "versions": {"python": "3.11.9", "torch": "2.13.0", "xlcl": "0.1.0"},
@@ -86,12 +93,19 @@ def write_run(
         "started_at": "2025-01-01T10:00:00+00:00",
         "finished_at": "2025-01-01T11:00:00+00:00" if status == "done" else None,
         "error": "RuntimeError: out of memory" if status == "failed" else None,
+        **(manifest_extra or {}),
     }
     (path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     table = long_table(order, f1, method)
     if rows is not None:
         table = table.iloc[:rows]
     table.to_parquet(path / "scores.parquet", index=False)
+    if epoch_seconds:
+        steps = range(1, len(epoch_seconds) + 1)
+        curves = {"step": list(steps), "epoch": [1] * len(epoch_seconds)}
+        pd.DataFrame({**curves, "seconds": list(epoch_seconds)}).to_parquet(
+            path / "curves.parquet", index=False
+        )
     if done:
         (path / "DONE").write_text("", encoding="utf-8")
     return path

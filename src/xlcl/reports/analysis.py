@@ -55,13 +55,24 @@ class LabelSummary:
         return self.first.model
 
     @property
+    def strategy(self) -> str | None:
+        """The remedy and its settings (``replay mem_size=100``), None for a plain method."""
+        return self.first.strategy
+
+    @property
     def partial(self) -> bool:
         """Whether this label is one unfinished run."""
         return self.first.partial
 
     @property
     def name(self) -> str:
-        """The paper's name of the method and rank (``SHARED LoRA 32``)."""
+        """The paper's name of the method and rank, and the remedy (``VANILLA + ewc``)."""
+        remedy = f" + {self.strategy.split()[0]}" if self.strategy else ""
+        return self.base_name + remedy
+
+    @property
+    def base_name(self) -> str:
+        """The paper's name of the method and rank (``SHARED LoRA 32``), without a remedy."""
         if self.method in PRESETS:
             try:
                 return method(self.method, self.rank).label
@@ -125,8 +136,9 @@ def _summary(label: str, runs: list[ReportRun], hops: int) -> LabelSummary:
     )
 
 
-def _paper_order(summary: LabelSummary) -> tuple[int, int, str, bool, str]:
+def _paper_order(summary: LabelSummary) -> tuple[int, int, str, bool, str, str]:
     names = list(PRESETS)
     position = names.index(summary.method) if summary.method in names else len(names)
     rank = summary.rank if summary.rank is not None else 0
-    return position, rank, summary.model or "", summary.partial, summary.label
+    remedy = summary.strategy or ""  # the plain method first, then its remedies
+    return position, rank, summary.model or "", summary.partial, remedy, summary.label

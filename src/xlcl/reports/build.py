@@ -10,7 +10,8 @@ from xlcl.metrics import DEFAULT_HOPS
 from xlcl.reports.analysis import locale_facts, summarize_labels
 from xlcl.reports.collect import collect
 from xlcl.reports.figures import all_plots, save_plot
-from xlcl.reports.html import HtmlFigure, render_html
+from xlcl.reports.html import HtmlFigure, Remedies, render_html
+from xlcl.reports.remedies import remedies_plot, remedies_table
 from xlcl.reports.tables import per_locale_table, table1, table2, write_table
 
 REPORT = "report.html"
@@ -61,9 +62,19 @@ def build_report(inputs: Sequence[Path], out: Path, hops: int = DEFAULT_HOPS) ->
         png, pdf = save_plot(plot, out / FIGURES)
         figure_paths += [png, pdf]
         html_figures.append(HtmlFigure(plot.name, plot.title, plot.caption, png.read_bytes()))
+    remedies = None
+    remedy_table, remedy_plot = remedies_table(summaries), remedies_plot(summaries)
+    if remedy_table is not None and remedy_plot is not None:
+        table_paths += write_table(remedy_table, out / TABLES)
+        png, pdf = save_plot(remedy_plot, out / FIGURES)
+        figure_paths += [png, pdf]
+        figure = HtmlFigure(
+            remedy_plot.name, remedy_plot.title, remedy_plot.caption, png.read_bytes()
+        )
+        remedies = Remedies(remedy_table, figure)
     html = out / REPORT
     html.write_text(
-        render_html(tables, per_locale, html_figures, collected.runs, notes, inputs),
+        render_html(tables, per_locale, html_figures, collected.runs, notes, inputs, remedies),
         encoding="utf-8",
     )
     return ReportFiles(html, table_paths, figure_paths, len(collected.runs), notes)

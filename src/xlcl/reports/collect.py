@@ -62,6 +62,7 @@ class ReportRun:
     state: str  # "done", "in progress", "failed" or "interrupted"
     task: str | None = None  # None for a score table
     manifest: dict[str, Any] | None = field(default=None, repr=False)
+    strategy: str | None = None  # the remedy and its settings ("replay mem_size=100"), or None
 
     @property
     def partial(self) -> bool:
@@ -79,9 +80,14 @@ class ReportRun:
         return self.observed.scores.shape[0] - 1
 
     @property
+    def base_label(self) -> str:
+        """The label of the plain method this run's remedy modifies (its own without one)."""
+        return run_label(self.method, self.rank, self.model, self.task)
+
+    @property
     def label(self) -> str:
         """The aggregation key: ``xlcl.metrics``' label; partial runs each stand alone."""
-        label = run_label(self.method, self.rank, self.model, self.task)
+        label = run_label(self.method, self.rank, self.model, self.task, self.strategy)
         if self.partial:
             label += f" [{self.state} {self.steps_done}/{self.n_steps}: {self.run_id}]"
         return label
@@ -200,6 +206,7 @@ def _report_run(
         state=state,
         task=facts.task,
         manifest=manifest,
+        strategy=facts.strategy,
     )
 
 

@@ -85,7 +85,7 @@ def avg_score_plot(summaries: Sequence[LabelSummary]) -> Plot:
     first i locales (spec/metrics.md), as `avg_score` computes it.
     """
     metric = shared_metric(summaries) or "score"
-    fig, ax = _figure(10.0, 4.8)
+    fig, ax = new_figure(10.0, 4.8)
     for k, s in enumerate(summaries):
         color = OKABE_ITO[k % len(OKABE_ITO)]
         curve = s.aggregate.curves["avg_score"].iloc[1:]  # position 0: before training
@@ -117,7 +117,7 @@ def models_plot(summaries: Sequence[LabelSummary]) -> Plot | None:
     if not compared:
         return None
     models = sorted({s.model for group in compared.values() for s in group if s.model})
-    fig, ax = _figure(max(6.0, 1.4 * len(compared) * max(1, len(models) / 2)), 4.5)
+    fig, ax = new_figure(max(6.0, 1.4 * len(compared) * max(1, len(models) / 2)), 4.5)
     width = 0.8 / len(models)
     for m, model in enumerate(models):
         xs, means, stds = [], [], []
@@ -143,7 +143,7 @@ def perf_shift_plot(s: LabelSummary, facts: Mapping[str, LocaleFacts]) -> Plot:
     shift = s.aggregate.locale_mean["perf_shift"].dropna().sort_values()
     scripts = [_script(loc, facts) for loc in shift.index]
     colors = _script_colors(scripts)
-    fig, ax = _figure(_locale_width(len(shift)), 4.5)
+    fig, ax = new_figure(_locale_width(len(shift)), 4.5)
     x = np.arange(len(shift))
     ax.bar(x, shift.to_numpy(), color=[colors[sc] for sc in scripts])
     ticks = [f"{loc} {sc}" for loc, sc in zip(shift.index, scripts, strict=True)]
@@ -191,7 +191,7 @@ def matrix_plot(s: LabelSummary) -> Plot:
     rows = observed.scores.shape[0]
     trained = [observed.schedule.trained_locale(i, observed.order) for i in range(1, rows)]
     steps = ["0 before", *(f"{i} {loc}" for i, loc in enumerate(trained, 1))]
-    fig, ax = _figure(_locale_width(observed.n_locales) + 1.5, 0.17 * rows + 2.2)
+    fig, ax = new_figure(_locale_width(observed.n_locales) + 1.5, 0.17 * rows + 2.2)
     image = ax.imshow(observed.scores * 100, aspect="auto", cmap=_cmap("cividis"), vmin=0, vmax=100)
     ax.set_xticks(range(observed.n_locales), list(observed.order), rotation=90, fontsize=LABEL_FONT)
     ax.set_yticks(range(rows), steps, fontsize=LABEL_FONT)
@@ -244,7 +244,7 @@ def _strip(ax: Axes, values: pd.Series, groups: Mapping[str, str], ordered: bool
     ax.grid(axis="y", alpha=0.3)
 
 
-def _figure(width: float, height: float) -> tuple[Figure, Axes]:
+def new_figure(width: float, height: float) -> tuple[Figure, Axes]:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)  # the Agg canvas, explicitly: no pyplot, no global backend
     return fig, fig.add_subplot()

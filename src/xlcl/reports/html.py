@@ -28,6 +28,14 @@ class HtmlFigure:
     png: bytes
 
 
+@dataclass(frozen=True)
+class Remedies:
+    """The Remedies section: each remedy against its plain method, as a table and a figure."""
+
+    table: Table
+    figure: HtmlFigure
+
+
 def render_html(
     tables: Sequence[Table],
     per_locale: Table,
@@ -35,8 +43,9 @@ def render_html(
     runs: Sequence[ReportRun],
     notes: Sequence[str],
     inputs: Sequence[Path],
+    remedies: Remedies | None = None,
 ) -> str:
-    """The report page: tables, figures, the per-locale view, each run's manifest, notes."""
+    """The report page: tables, figures, remedies, per-locale view, each run's manifest, notes."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(TEMPLATE)
     return template.render(
@@ -44,13 +53,17 @@ def render_html(
         inputs=[str(p) for p in inputs],
         notes=list(notes),
         tables=[_table(t) for t in tables],
-        figures=[
-            {**vars(f), "src": "data:image/png;base64," + base64.b64encode(f.png).decode("ascii")}
-            for f in figures
-        ],
+        figures=[_figure(f) for f in figures],
+        remedies=None
+        if remedies is None
+        else {"table": _table(remedies.table), "figure": _figure(remedies.figure)},
         per_locale=_per_locale(per_locale),
         runs=[_run(r) for r in runs],
     )
+
+
+def _figure(figure: HtmlFigure) -> dict[str, Any]:
+    return {**vars(figure), "src": "data:image/png;base64," + base64.b64encode(figure.png).decode()}
 
 
 def _table(table: Table) -> dict[str, Any]:
@@ -143,6 +156,7 @@ td.id code { white-space: nowrap; word-break: normal; }
 <p class="notes">Generated {{ generated }} from {{ inputs | join(", ") }};
 {{ runs | length }} run(s).</p>
 <nav><a href="#tables">Tables</a><a href="#figures">Figures</a>
+{% if remedies %}<a href="#remedies">Remedies</a>{% endif %}
 <a href="#locales">Per locale</a><a href="#runs">Runs</a></nav>
 {% if notes %}<h2 id="notes">Notes</h2>
 <ul class="notes">{% for note in notes %}<li>{{ note }}</li>{% endfor %}</ul>{% endif %}
@@ -163,6 +177,17 @@ td.id code { white-space: nowrap; word-break: normal; }
 <figcaption><strong>{{ f.title }}.</strong> {{ f.caption }}</figcaption>
 </figure>
 {% endfor %}
+
+{% if remedies %}<h2 id="remedies">Remedies</h2>
+<p class="notes">Each remedy against forgetting beside the plain method it modifies
+(docs/remedies.md).</p>
+<figure id="{{ remedies.figure.name }}">
+<img src="{{ remedies.figure.src }}" alt="{{ remedies.figure.title }}">
+<figcaption><strong>{{ remedies.figure.title }}.</strong> {{ remedies.figure.caption }}</figcaption>
+</figure>
+{{ grid(remedies.table) }}
+<ul class="notes">{% for note in remedies.table.notes %}<li>{{ note }}</li>{% endfor %}</ul>
+{% endif %}
 
 <h2 id="locales">Per locale</h2>
 {% for t in per_locale %}

@@ -102,7 +102,7 @@ def table1(summaries: Sequence[LabelSummary], facts: Mapping[str, LocaleFacts]) 
         "group mean."
     )
     title = f"Table 1: {name} by method and vitality"
-    return Table("table1", title, *_frames(display, values), tuple(notes))
+    return Table("table1", title, *table_frames(display, values), tuple(notes))
 
 
 def table2(summaries: Sequence[LabelSummary]) -> Table:
@@ -131,7 +131,7 @@ def table2(summaries: Sequence[LabelSummary]) -> Table:
         )
     notes = ("CBT: cross-lingual backward transfer (eq. 12); CFT: forward transfer (eq. 10-11).",)
     return Table(
-        "table2", "Table 2: backward and forward transfer", *_frames(display, values), notes
+        "table2", "Table 2: backward and forward transfer", *table_frames(display, values), notes
     )
 
 
@@ -190,7 +190,7 @@ def per_locale_table(summaries: Sequence[LabelSummary], facts: Mapping[str, Loca
         "Perf. shift: what training the locale did to the locales learned before it. "
         "MFT h1 / MBT h1: the locale as donor / receiver one step away.",
     )
-    return Table("per_locale", "Per-locale metrics", *_frames(display, values), notes)
+    return Table("per_locale", "Per-locale metrics", *table_frames(display, values), notes)
 
 
 @lru_cache(maxsize=64)
@@ -331,7 +331,7 @@ def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _frames(
+def table_frames(
     display: list[dict[str, str]], values: list[dict[str, object]]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(display), pd.DataFrame(values)
