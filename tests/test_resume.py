@@ -97,6 +97,12 @@ REMEDIES = [
     {"name": "lwf", "alpha": 1.0},
     {"name": "agem", "mem_size": 4, "sample_size": 2},
 ]
+# O-LoRA's frozen adapters, on a LoRA method (it modifies adapters); both terms on.
+OLORA = {"name": "olora", "lambda_orth": 0.5, "lambda_l2": 0.1}
+# Replay's interleaved updates: one every 2 updates, on 16 of the memory's up to 20 utterances.
+INTERLEAVED = {"name": "replay", "mem_size": 10, "policy": "interleaved", "interval": 2}
+# Merge rebuilds every row from the saved adapters; DARE's drops draw from the step's generator.
+MERGE = {"name": "merge", "method": "dare-ties-svd"}
 
 
 @pytest.mark.parametrize(
@@ -105,8 +111,18 @@ REMEDIES = [
         ("vanilla", None, None),
         ("shared-lora", 4, None),
         *(("vanilla", None, remedy) for remedy in REMEDIES),
+        ("shared-lora", 4, OLORA),
+        ("vanilla", None, INTERLEAVED),
+        ("nonshared-lora", 4, MERGE),
     ],
-    ids=["vanilla", "shared-lora", *(remedy["name"] for remedy in REMEDIES)],
+    ids=[
+        "vanilla",
+        "shared-lora",
+        *(remedy["name"] for remedy in REMEDIES),
+        "olora",
+        "replay-interleaved",
+        "merge",
+    ],
 )
 def test_a_run_killed_again_and_again_resumes_to_the_same_matrix(
     tiny_model, massive_dir, tmp_path, method, rank, strategy
@@ -139,6 +155,9 @@ def test_a_run_killed_again_and_again_resumes_to_the_same_matrix(
     assert manifest["status"] == "done"
     for a, b in zip(frames(reference), frames(directory), strict=True):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
+    # The per-utterance counts too, byte for byte.
+    utterances = "utterances.npz"
+    assert (directory / utterances).read_bytes() == (reference / utterances).read_bytes()
 
 
 def test_resume_refuses_another_config_and_shows_the_difference(tiny_model, massive_dir, tmp_path):

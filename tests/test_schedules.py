@@ -11,6 +11,7 @@ from xlcl.schedules import (
     INDEPENDENT,
     JOINT,
     JOINT_LOCALE,
+    MERGED,
     SCHEDULES,
     SEQUENTIAL,
     Joint,
@@ -27,6 +28,7 @@ ORDER = ("en-US", "de-DE", "th-TH")
         (SEQUENTIAL, 4, 3, 1, 1, 3, 3),
         (INDEPENDENT, 4, 3, 3, 1, 1, 3),
         (JOINT, 2, 1, 1, 3, 3, 3),
+        (MERGED, 4, 3, 3, 1, 3, 3),
     ],
 )
 def test_shape_and_cost_terms_over_three_locales(
@@ -47,7 +49,7 @@ def test_shape_and_cost_terms_over_three_locales(
 
 
 def test_trained_locale_by_step() -> None:
-    for plan in (SEQUENTIAL, INDEPENDENT):
+    for plan in (SEQUENTIAL, INDEPENDENT, MERGED):
         assert [plan.trained_locale(i, ORDER) for i in range(4)] == [None, *ORDER]
     assert [JOINT.trained_locale(i, ORDER) for i in range(2)] == [None, JOINT_LOCALE]
     assert JOINT_LOCALE == "joint"
@@ -62,15 +64,20 @@ def test_which_row_scores_a_locale_and_where_a_step_starts() -> None:
     assert [s.scoring_step(1, 3) for s in (SEQUENTIAL, INDEPENDENT, JOINT)] == [3, 1, 1]
     assert [s.scoring_step(2, 2) for s in (SEQUENTIAL, INDEPENDENT, JOINT)] == [2, 2, 1]
     assert [s.starting_step(3) for s in (SEQUENTIAL, INDEPENDENT)] == [2, 0]
+    # merged: the merge of the adapters so far scores every locale, each row building on
+    # the one before
+    assert [MERGED.scoring_step(1, learned) for learned in (1, 3)] == [1, 3]
+    assert MERGED.starting_step(3) == 2
     assert JOINT.starting_step(1) == 0
 
 
-def test_only_the_sequential_schedule_depends_on_the_order() -> None:
-    assert [s.name for s in SCHEDULES.values() if s.order_dependent] == ["sequential"]
+def test_the_sequential_and_merged_schedules_depend_on_the_order() -> None:
+    dependent = [s.name for s in SCHEDULES.values() if s.order_dependent]
+    assert dependent == ["sequential", "merged"]
 
 
 def test_one_map_and_a_lookup_with_did_you_mean() -> None:
-    assert list(SCHEDULES) == ["sequential", "independent", "joint"]
+    assert list(SCHEDULES) == ["sequential", "independent", "joint", "merged"]
     assert all(SCHEDULES[name].name == name for name in SCHEDULES)
     assert schedule("joint") is JOINT and Joint() == JOINT and JOINT != SEQUENTIAL
     with pytest.raises(ValueError, match="unknown schedule 'sequental'; did you mean 'sequential'"):

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from xlcl.cell_counts import UtteranceCounts
 from xlcl.encode import EncodedSplit
 from xlcl.evaluate.scoring import predict_words
 from xlcl.tasks import TaskScore
@@ -40,10 +41,11 @@ class MassiveSlotsExactMatch(MassiveSlots):
     ) -> TaskScore:
         """Utterances with every word's tag right, over all utterances; span F1 beside it.
 
-        For brevity the model predicts twice (once for span F1, once here).
+        For brevity the model predicts twice (once for span F1, once here). The score is a
+        new one, so are its per-utterance counts: whether each utterance is right.
         """
         spans = super().score(model, splits, labels, batch_size, pad_id, device, precision)
-        exact = sum(
+        exact = [
             bool(np.array_equal(predicted, gold))
             for split in splits
             for predicted, gold in zip(
@@ -51,5 +53,9 @@ class MassiveSlotsExactMatch(MassiveSlots):
                 split.gold,
                 strict=True,
             )
+        ]
+        return dataclasses.replace(
+            spans,
+            value=sum(exact) / spans.n_sentences,
+            utterances=UtteranceCounts.correct(exact),
         )
-        return dataclasses.replace(spans, value=exact / spans.n_sentences)

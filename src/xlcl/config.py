@@ -27,8 +27,8 @@ from pydantic import (
 from xlcl.encode import BUCKET_WINDOW
 from xlcl.methods import Method, method
 from xlcl.registry import PluginError
-from xlcl.schedules import INDEPENDENT
-from xlcl.strategies import Feature, resolve_settings, strategy_class
+from xlcl.schedules import INDEPENDENT, Schedule
+from xlcl.strategies import Feature, resolve_settings, strategy_class, strategy_settings
 from xlcl.tasks import DEFAULT_TASK, task_class
 
 # Learning rates: the paper's values were lost in extraction; it says the runs without LoRA
@@ -187,6 +187,16 @@ class RunConfig(_Section):
         return method(self.method, self.rank)
 
     @property
+    def schedule(self) -> Schedule:
+        """The run's schedule, which shapes its score matrix: the method's, or the one its
+        strategy turns it into (``merge`` makes NON-SHARED LoRA's ``merged``)."""
+        base = self.method_spec.schedule
+        if self.strategy is None:
+            return base
+        supported = strategy_class(self.strategy["name"])
+        return supported.schedule(strategy_settings(self.strategy), base)
+
+    @property
     def run_id(self) -> str:
         """Hash of the resolved config; where and how it is stored does not change a run.
 
@@ -252,19 +262,14 @@ def _check_features(config: RunConfig) -> None:
         return
     name = config.strategy["name"]
     supported = strategy_class(name)
-    if supported.needs_lora and not spec.lora:
-        raise ValueError(
-            f"strategy {name} modifies LoRA adapters: method {config.method} trains none "
-            "(use a LoRA method)"
-        )
-    if spec.schedule.name not in supported.schedules:
-        raise ValueError(
-            f"strategy {name} is not for the {spec.schedule.name} schedule of method "
-            f"{config.method} (it supports: {', '.join(sorted(supported.schedules))})"
-        )
+    unsuited = supported.unsuited(spec)
+    if unsuited:
+        raise ValueError(f"strategy {name} {unsuited}")
+    features = supported.supported_features(strategy_settings(config.strategy))
     for feature in sorted(asked & set(Feature)):
-        if feature not in supported.features:
-            raise ValueError(f"strategy {name} does not support {_FEATURES[feature][0]}")
+        if feature not in features:
+            settings = " with these settings" if feature in supported.features else ""
+            raise ValueError(f"strategy {name} does not support {_FEATURES[feature][0]}{settings}")
 
 
 class ConfigError(ValueError):

@@ -2,14 +2,16 @@
 
 Run it with ``xlcl run configs/demo/quick/vanilla.yaml``. A run resolves its task, order
 and strategy (nothing is written before they are valid), reads the data, encodes each
-locale once, and follows its method's schedule (`xlcl.schedules.runners`):
+locale once, and follows its schedule (`RunConfig.schedule`, `xlcl.schedules.runners`):
 
 - sequential (VANILLA, SHARED LoRA): one model through the order; after step i every
   locale is scored, giving row i of the score matrix;
 - independent (MONO, NON-SHARED LoRA): a fresh model or adapter per locale, scored on its
   own locale (or on all, with ``evaluate.all_models``);
   NON-SHARED LoRA's adapters can train all at once (``train.adapters_together``);
-- joint (MULTI): one model on all locales at once, scored once.
+- joint (MULTI): one model on all locales at once, scored once;
+- merged (NON-SHARED LoRA with the ``merge`` strategy): independent's adapters, and after
+  step i the merge of the first i scored on every locale.
 
 Row 0 is the untrained model (fresh head) on every locale. Scores, curves and adapters go
 to the run directory as soon as they exist; ``DONE`` is written only at the very end.
@@ -38,7 +40,7 @@ from xlcl.checkpoint import (
     save_checkpoint,
     save_partial,
 )
-from xlcl.classifier import store_frozen_linears_in_bf16, trainable_parameters
+from xlcl.classifier import HEAD_PARTS, store_frozen_linears_in_bf16, trainable_parameters
 from xlcl.config import ConfigError, RunConfig, TrainConfig
 from xlcl.data import SPLITS, DataError, MassiveData
 from xlcl.encode import EncodedSplit
@@ -129,6 +131,7 @@ class Scorer:
                     score.n_pred,
                     score.n_sentences,
                     score.intent_accuracy,
+                    utterances=score.utterances,
                 )
             )
         return cells
@@ -175,14 +178,33 @@ class StepTrainer:
         context = self.context(step, locales, "before_step")
         return self.strategy.before_step(context, model) or StepPlan()
 
+    def prepare(self, model: torch.nn.Module) -> None:
+        """Let the strategy put into `model` what it adds to it (`Strategy.prepare_model`)."""
+        if self.strategy is not None:
+            self.strategy.prepare_model(model)
+
     def after(self, model: torch.nn.Module, step: int, locales: Sequence[str]) -> None:
         """Let the strategy see the trained step."""
         if self.strategy is not None:
             self.strategy.after_step(self.context(step, locales, "after_step"), model)
 
+    def note_strategy_cost(self, model: torch.nn.Module) -> None:
+        """Put what the strategy holds beyond the method (`Strategy.cost`) in the manifest."""
+        if self.strategy is None:
+            return
+        trained = trainable_parameters(model)
+        trainable = sum(parameter.numel() for _, parameter in trained)
+        head = sum(p.numel() for name, p in trained if any(part in name for part in HEAD_PARTS))
+        sizes = {locale: len(self.splits[locale]["train"]) for locale in self.order}
+        settings = self.strategy.settings
+        cost = self.strategy.cost(settings, trainable=trainable, head=head, train_sizes=sizes)
+        self.store.note_strategy_cost(cost)
+
     def train(self, model: torch.nn.Module, step: int, locales: Sequence[str]) -> None:
         """Train step `step` on `locales` as the strategy plans; record its curve."""
         plan = self.plan(model, step, locales)
+        self.prepare(model)  # before the snapshot: a retry starts where the step starts
+        self.note_strategy_cost(model)
         initial = _snapshot_to_cpu(model)  # the step's start, for a retry from scratch
         resume = self._partial_state(model, step)
         while True:
@@ -203,7 +225,7 @@ class StepTrainer:
                 resume = None
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-        trained = self.config.method_spec.schedule.trained_locale(step, self.order)
+        trained = self.config.schedule.trained_locale(step, self.order)
         assert trained is not None, "row 0 is never trained"
         self.store.add_curve(step, trained, result.epochs)
         self.after(model, step, locales)
@@ -250,6 +272,7 @@ class StepTrainer:
             resume=resume,
             save_every=self.config.checkpoint.every_updates,
             on_save=on_save,
+            interleaved=plan.interleaved,
         )
 
     def strategy_state(self) -> dict[str, Any] | None:
@@ -297,7 +320,9 @@ class Run:
 
     def fresh_model(self) -> torch.nn.Module:
         """A new model, the same initial one every time."""
-        return self.models.fresh()
+        model = self.models.fresh()
+        self.trainer.prepare(model)
+        return model
 
     def restored_model(self) -> torch.nn.Module:
         """A fresh model, with the checkpoint's weights and RNG when the run resumes."""
@@ -307,6 +332,7 @@ class Run:
             if weights is not None:
                 _load_weights(model, weights)
             self.resumed_from.restore_rng()
+        self.trainer.prepare(model)
         return model
 
     def train(self, model: torch.nn.Module, step: int, locales: Sequence[str]) -> None:
@@ -424,7 +450,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by cuBLAS
         torch.use_deterministic_algorithms(True)
     try:
-        RUNNERS[config.method_spec.schedule.name](state)
+        RUNNERS[config.schedule.name](state)
     except BaseException as error:
         store.fail(error)
         raise

@@ -38,7 +38,7 @@ RUN_COLUMNS: dict[str, tuple[str, str]] = {
     "method": ("VARCHAR", "the method's preset name (xlcl.methods), e.g. shared-lora"),
     "rank": ("INTEGER", "LoRA rank, null for full fine-tuning"),
     "label": ("VARCHAR", "the paper's name, e.g. SHARED LoRA 32"),
-    "schedule": ("VARCHAR", "sequential, independent or joint"),
+    "schedule": ("VARCHAR", "sequential, independent, joint or merged"),
     "task": ("VARCHAR", "the task, e.g. massive-slots"),
     "metric": ("VARCHAR", "what the scores' score is, e.g. span F1"),
     "model": ("VARCHAR", "model name or path"),

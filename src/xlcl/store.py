@@ -11,16 +11,26 @@ import json
 import platform
 import subprocess
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from xlcl.atomic import atomic_write, atomic_write_bytes
+from xlcl.cell_counts import (
+    UTTERANCES,
+    CellCounts,
+    UtteranceCounts,
+    read_cell_counts,
+    write_cell_counts,
+)
 from xlcl.config import ConfigError, RunConfig, validate_config
+
+if TYPE_CHECKING:
+    from xlcl.strategies import StrategyCost
 
 MANIFEST = "manifest.json"
 SCORES = "scores.parquet"
@@ -49,7 +59,9 @@ class ScoreCell:
     """One cell of the score matrix: `eval_locale` scored after step `step`.
 
     `score` is the task's metric (the manifest's ``metric`` names it); the other columns
-    are the counts behind it, NaN where the task has no such measure.
+    are the counts behind it, NaN where the task has no such measure. `utterances`: each
+    test utterance's counts (``utterances.npz``), None for a cell not scored or a task
+    that keeps none.
     """
 
     step: int
@@ -63,6 +75,7 @@ class ScoreCell:
     n_pred: int
     n_sentences: int
     intent_accuracy: float = float("nan")
+    utterances: UtteranceCounts | None = field(default=None, compare=False, repr=False)
 
 
 def _atomic_parquet(path: Path, frame: pd.DataFrame) -> None:
@@ -103,6 +116,7 @@ class RunStore:
         self.manifest = manifest
         self._cells: list[dict[str, Any]] = []
         self._curves: list[dict[str, Any]] = []
+        self._utterances: list[tuple[int, str, UtteranceCounts]] = []
 
     @classmethod
     def create(
@@ -117,14 +131,14 @@ class RunStore:
         """Start a run directory (status ``running``) under ``config.output_dir``."""
         directory = Path(config.output_dir) / config.run_id
         directory.mkdir(parents=True, exist_ok=True)
-        for stale in (DONE, SCORES, CURVES):
+        for stale in (DONE, SCORES, CURVES, UTTERANCES):
             (directory / stale).unlink(missing_ok=True)
         manifest = {
             "run_id": config.run_id,
             "status": "running",
             "config": config.model_dump(mode="json"),
             "method_label": config.method_spec.label,
-            "schedule": config.method_spec.schedule.name,
+            "schedule": config.schedule.name,
             "task": config.task,
             "metric": metric,
             "order": list(order),
@@ -156,6 +170,9 @@ class RunStore:
             curves = pd.read_parquet(directory / CURVES)
             kept = curves[curves["step"] <= after_step]
             store._curves = [{str(k): v for k, v in row.items()} for row in kept.to_dict("records")]
+        if (directory / UTTERANCES).exists():
+            counts = read_cell_counts(directory / UTTERANCES).up_to(after_step)
+            store._utterances = list(counts.cells())
         resumed = {"at": _now(), "after_step": after_step}
         manifest["resumed"] = [*manifest.get("resumed", []), resumed]
         manifest.update(status="running", finished_at=None, error=None)
@@ -167,17 +184,35 @@ class RunStore:
         return self.directory / ADAPTERS / name
 
     def add_cells(self, cells: Iterable[ScoreCell]) -> None:
-        """Append score cells and rewrite ``scores.parquet``."""
-        self._cells.extend(asdict(cell) for cell in cells)
+        """Append score cells; rewrite ``scores.parquet``, then ``utterances.npz`` where
+        cells have per-utterance counts."""
+        cells = list(cells)
+        self._cells.extend({name: getattr(cell, name) for name in SCORE_COLUMNS} for cell in cells)
         frame = pd.DataFrame(self._cells, columns=SCORE_COLUMNS)
         frame["trained_locale"] = frame["trained_locale"].astype("string")
         _atomic_parquet(self.directory / SCORES, frame)
+        counted = [(c.step, c.eval_locale, c.utterances) for c in cells if c.utterances is not None]
+        self._utterances.extend(counted)
+        if counted:
+            counts = CellCounts.from_cells(self._utterances)
+            write_cell_counts(self.directory / UTTERANCES, counts)
 
     def add_curve(self, step: int, trained_locale: str, records: Iterable[Any]) -> None:
         """Append one step's epoch records and rewrite ``curves.parquet``."""
         for record in records:
             self._curves.append({"step": step, "trained_locale": trained_locale, **asdict(record)})
         _atomic_parquet(self.directory / CURVES, pd.DataFrame(self._curves))
+
+    def note_strategy_cost(self, cost: StrategyCost) -> None:
+        """Record the run's ``strategy_cost`` (`xlcl.strategies.StrategyCost`'s fields).
+
+        Written when the first step of a run with a strategy starts; a run without one, and
+        a manifest written before the field existed, have none.
+        """
+        recorded = asdict(cost)
+        if self.manifest.get("strategy_cost") != recorded:
+            self.manifest["strategy_cost"] = recorded
+            self._write_manifest()
 
     def note_oom_retry(self, step: int, batch_size: int) -> None:
         """Record that step `step` restarted with a smaller batch after running out of memory."""

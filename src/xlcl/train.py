@@ -30,7 +30,7 @@ from xlcl.evaluate.scoring import mixed_precision
 from xlcl.graphs import WIDTH_STEP, GraphedUpdates
 
 if TYPE_CHECKING:
-    from xlcl.strategies import Strategy
+    from xlcl.strategies import Interleaved, Strategy
     from xlcl.tasks import Task
 
 
@@ -247,6 +247,7 @@ class TrainState:
 
 
 _LEGACY_NAMES = {"dev_f1": "dev_score"}
+_INTERLEAVED_STREAM = 1  # keeps the interleaved draws apart from the batch order's generator
 
 StateCallback = Callable[[TrainState], None]
 
@@ -259,6 +260,10 @@ class Learner:
     weights, and the non-finite check. Whoever drives it runs the forward and backward
     passes (one model, or many adapters in one pass) and calls `micro_batch_done`;
     `before_update` sees the gradients before each update (a strategy's `gradients` hook).
+
+    With `interleaved` (replay's interleaved policy), `interleaved_batch` names the memory
+    utterances of an extra update after every ``interleaved.interval``-th update, and
+    `interleaved_update_done` applies it (see `xlcl.strategies.Interleaved`).
     """
 
     def __init__(
@@ -273,17 +278,20 @@ class Learner:
         resume: TrainState | None = None,
         capturable: bool = False,
         before_update: Callable[[Sequence[torch.nn.Parameter]], None] | None = None,
+        interleaved: Interleaved | None = None,
     ) -> None:
         self.name = name
         self.before_update = before_update
+        self.interleaved = interleaved
+        self.seed = seed
         self.train, self.dev, self.config = list(train), list(dev), config
         self.named_parameters = list(named_parameters)
         self.parameters = [p for _, p in self.named_parameters]
         self.rng = np.random.default_rng(seed)
         self.micro_batches = sum(-(-len(split) // config.batch_size) for split in self.train)
-        updates_per_epoch = -(-self.micro_batches // config.gradient_accumulation)
+        self.updates_per_epoch = -(-self.micro_batches // config.gradient_accumulation)
         self.optimizer, self.scheduler = optimizer_for(
-            self.named_parameters, config, config.epochs * updates_per_epoch, capturable
+            self.named_parameters, config, config.epochs * self.updates_per_epoch, capturable
         )
         self.state = resume or TrainState(best_weights=self._snapshot())
         if resume is not None:
@@ -330,6 +338,31 @@ class Learner:
             self.parameters, self.optimizer, self.scheduler, self.config.max_grad_norm
         )
         return True
+
+    def interleaved_batch(self) -> np.ndarray | None:
+        """Indices (into the concatenated interleaved memory) of the extra update due after
+        the update just taken, or None when none is due.
+
+        Drawn from a generator seeded by the step's seed and the update's number in the
+        step: a run resumed inside the step draws the same, with no generator to keep.
+        """
+        plan = self.interleaved
+        if plan is None:
+            return None
+        update = (self.state.epoch - 1) * self.updates_per_epoch + self.updates_done
+        if update % plan.interval != 0:
+            return None
+        total = sum(len(split) for split in plan.memory)
+        rng = np.random.default_rng([self.seed, _INTERLEAVED_STREAM, update])
+        return rng.choice(total, size=min(plan.batch_size, total), replace=False)
+
+    def interleaved_update_done(self) -> None:
+        """Apply the extra update whose gradients are in: clipping and AdamW as any update,
+        but not the learning-rate schedule, which counts the step's own updates only."""
+        if self.before_update is not None:
+            self.before_update(self.parameters)
+        self.non_finite |= clip_and_step(self.parameters, self.optimizer, self.config.max_grad_norm)
+        self.optimizer.zero_grad(set_to_none=True)
 
     def updated_elsewhere(self, loss: torch.Tensor, non_finite: torch.Tensor) -> None:
         """Count a micro-batch whose whole update ran elsewhere (a CUDA graph's replay)."""
@@ -414,12 +447,17 @@ def train_step(
     resume: TrainState | None = None,
     save_every: int | None = None,
     on_save: StateCallback | None = None,
+    interleaved: Interleaved | None = None,
 ) -> StepResult:
     """Train `model` in place on `train`; keep the weights of the best dev-score epoch.
 
     Every `save_every` optimizer updates, `on_save` receives the state to continue from;
     `resume` continues from such a state (the model must already hold its weights).
+    `interleaved` adds extra updates on a memory between the step's own (a strategy's
+    `StepPlan.interleaved`); they run eagerly, so not with ``cuda_graphs``.
     """
+    if interleaved is not None and config.cuda_graphs:
+        raise ValueError("interleaved memory updates are not supported with train.cuda_graphs")
     torch.manual_seed(seed)
     # Graphs need one micro-batch an update; a step retried after running out of memory
     # (half the batch, twice the accumulation) runs eagerly.
@@ -435,6 +473,7 @@ def train_step(
         resume,
         graphs,
         before_update=partial(objective.adjust_gradients, model),
+        interleaved=interleaved,
     )
     if resume is not None:
         if resume.torch_rng is not None:
@@ -459,6 +498,12 @@ def train_step(
                 )
                 if not learner.micro_batch_done(loss):
                     continue
+            memory = learner.interleaved_batch()
+            if memory is not None:
+                assert interleaved is not None, "a memory batch comes from an interleaved plan"
+                batch = collate_batch(interleaved.memory, memory, pad_id).to(device)
+                forward_backward(model, batch, objective, autocast, accumulation=1)
+                learner.interleaved_update_done()
             due = save_every and on_save and learner.updates_done % save_every == 0
             if due and not learner.epoch_done:
                 learner.check_finite()

@@ -1,4 +1,5 @@
-"""A-GEM: its projection, its reference gradient by hand, its state, off, and resume."""
+"""A-GEM: its projection, its reference gradient by hand, its memory (bounded, capped), its
+state, its cost, off, and resume."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from xlcl.encode import EncodedSplit, collate, encode, gather
 from xlcl.methods import method
 from xlcl.protocol import run
 from xlcl.state_tree import read_state_tree, write_state_tree
-from xlcl.strategies import StepContext, build_strategy, hook_rng
+from xlcl.strategies import StepContext, StrategyCost, build_strategy, hook_rng
 from xlcl.strategies import agem as agem_module
+from xlcl.strategies.agem import AGEM, AGEMSettings
 from xlcl.tasks.massive_slots import MassiveSlots
 
 ORDER = ["en-US", "ja-JP", "de-DE"]
@@ -272,3 +274,41 @@ def test_a_run_stopped_inside_a_step_continues_with_the_generator_of_that_update
     resumed = run(stopped_config)
     for a, b in zip(tables(reference), tables(resumed), strict=True):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+@pytest.mark.parametrize("mem_size", [0, 1, 4, 10])
+def test_the_memory_never_holds_more_than_mem_size_utterances_per_locale(
+    tiny_model, massive_dir, train_splits, model, mem_size
+):
+    run_config = config(tiny_model, massive_dir, "unused")
+    agem = build_strategy({"name": "agem", "mem_size": mem_size, "sample_size": 32})
+    for step in range(1, len(ORDER) + 1):
+        agem.before_step(context(train_splits, step, "before_step", run_config), model)
+        assert all(len(split) <= mem_size for split in agem.reference)  # type: ignore[attr-defined]
+        agem.after_step(context(train_splits, step, "after_step", run_config), model)
+        for locale, kept in agem.state_dict()["memory"].items():
+            assert len(kept) == min(mem_size, len(train_splits[locale])) <= mem_size
+            assert len(set(kept.tolist())) == len(kept)
+
+
+def test_a_memory_larger_than_the_split_is_capped_with_a_warning(
+    tiny_model, massive_dir, train_splits, model
+):
+    run_config = config(tiny_model, massive_dir, "unused")
+    agem = build_strategy({"name": "agem", "mem_size": 25})
+    message = "agem: mem_size 25 is more than the 10 training utterances of en-US; keeping all 10"
+    with pytest.warns(UserWarning, match=message):
+        agem.after_step(context(train_splits, 1, "after_step", run_config), model)
+    assert np.array_equal(agem.state_dict()["memory"]["en-US"], np.arange(10))
+
+
+def test_the_cost_is_the_memory_of_the_last_step():
+    sizes = {"en-US": 10, "ja-JP": 5, "de-DE": 7}
+    settings = AGEMSettings(mem_size=6, sample_size=4)
+    assert AGEM.cost(settings, trainable=1_000, head=0, train_sizes=sizes) == StrategyCost(
+        memory_utterances=11  # min(6, 10) + min(6, 5); g_ref lives for one update only
+    )
+    assert (
+        AGEM.cost(AGEMSettings(mem_size=0), trainable=1, head=0, train_sizes=sizes)
+        == StrategyCost()
+    )

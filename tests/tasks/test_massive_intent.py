@@ -140,6 +140,8 @@ def test_score_is_micro_accuracy_over_the_splits(data: MassiveData, tokenizer) -
     assert score.value == pytest.approx(0.7)
     assert score.intent_accuracy == score.value
     assert (score.n_sentences, score.n_gold, score.n_pred) == (10, 10, 7)
+    assert score.utterances is not None  # whether each utterance is right, in split order
+    assert score.utterances.counts[:, 0].tolist() == [1, 0, 1, 0, 1, 0, 1, 1, 1, 1]
     assert math.isnan(score.f1) and math.isnan(score.precision) and math.isnan(score.recall)
     assert model.modes and not any(model.modes)  # scored in eval mode
     assert model.training  # and given back in training mode

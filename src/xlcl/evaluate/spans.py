@@ -31,7 +31,7 @@ Seqeval also rejects zero sentences (TypeError), where we score 0.0.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -45,23 +45,49 @@ IntArray = npt.NDArray[np.integer]
 BoolArray = npt.NDArray[np.bool_]
 
 
+@dataclass(frozen=True, eq=False)
+class SentenceSpans:
+    """Gold, predicted and correctly predicted spans of each sentence, in sentence order.
+
+    A span counts for the sentence of its last token; with O/B/I/E/S labels no span
+    crosses a sentence boundary, so these are seqeval's counts of each sentence alone.
+    """
+
+    n_gold: npt.NDArray[np.int64]
+    n_pred: npt.NDArray[np.int64]
+    n_correct: npt.NDArray[np.int64]
+
+    def __add__(self, other: SentenceSpans) -> SentenceSpans:
+        """The sentences of `self`, then those of `other`."""
+        return SentenceSpans(
+            np.concatenate([self.n_gold, other.n_gold]),
+            np.concatenate([self.n_pred, other.n_pred]),
+            np.concatenate([self.n_correct, other.n_correct]),
+        )
+
+
 @dataclass(frozen=True)
 class SpanCounts:
     """Gold, predicted and correctly predicted span counts; add them across batches.
 
     Sums equal seqeval on the concatenated batches whenever every label's prefix
-    is one of O/B/I/E/S (then no chunk crosses a sentence boundary).
+    is one of O/B/I/E/S (then no chunk crosses a sentence boundary). `sentences`
+    holds the same counts per sentence where the counts come from `count_spans`
+    (None for counts made by hand); it takes no part in equality.
     """
 
     n_gold: int
     n_pred: int
     n_correct: int
+    sentences: SentenceSpans | None = field(default=None, compare=False, repr=False)
 
     def __add__(self, other: SpanCounts) -> SpanCounts:
+        both = self.sentences is not None and other.sentences is not None
         return SpanCounts(
             self.n_gold + other.n_gold,
             self.n_pred + other.n_pred,
             self.n_correct + other.n_correct,
+            self.sentences + other.sentences if both else None,  # type: ignore[operator]
         )
 
     @property
@@ -219,9 +245,11 @@ class _ChunkTable:
         return (code & _START_BIT) != 0, (next_code & _END_BIT) != 0
 
     def count(self, gold: IntArray, pred: IntArray, lengths: IntArray) -> SpanCounts:
-        """Counts of two label-id sequences that hold sentences of ``lengths`` back to back."""
+        """Counts of two label-id sequences that hold sentences of ``lengths`` back to back,
+        in total and per sentence."""
         if gold.size == 0:
-            return SpanCounts(0, 0, 0)
+            empty = np.zeros(len(lengths), dtype=np.int64)
+            return SpanCounts(0, 0, 0, SentenceSpans(empty, empty.copy(), empty.copy()))
         gold_starts, gold_ends = self.chunks(gold, lengths)
         pred_starts, pred_ends = self.chunks(pred, lengths)
         both_end = np.flatnonzero(gold_ends & pred_ends)
@@ -233,10 +261,19 @@ class _ChunkTable:
         latest = latest[both_end]
         same_start = (latest < 0) | (gold_starts[latest] & pred_starts[latest])
         same_type = self.type[gold[both_end]] == self.type[pred[both_end]]
+        correct_ends = both_end[same_start & same_type]
+        sentence = np.repeat(np.arange(len(lengths)), lengths)  # the sentence of each token
+        sentences = SentenceSpans(
+            *(
+                np.bincount(sentence[ends], minlength=len(lengths)).astype(np.int64)
+                for ends in (np.flatnonzero(gold_ends), np.flatnonzero(pred_ends), correct_ends)
+            )
+        )
         return SpanCounts(
             n_gold=int(np.count_nonzero(gold_ends)),
             n_pred=int(np.count_nonzero(pred_ends)),
-            n_correct=int(np.count_nonzero(same_start & same_type)),
+            n_correct=len(correct_ends),
+            sentences=sentences,
         )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -20,8 +20,21 @@ from xlcl.metrics import (
     locale_forgetting,
     summarize,
 )
+from xlcl.metrics.bootstrap import Bootstrap, Counted, Interval
 from xlcl.metrics.groups import LocaleFacts, known_locales
+from xlcl.metrics.intervals import run_counts
 from xlcl.reports.collect import ReportRun
+
+
+@dataclass(frozen=True)
+class LabelIntervals:
+    """Bootstrap intervals of a label's means over its runs (`Bootstrap.mean_intervals`:
+    final score, CBT, CFT, forgetting), or why it has none (a run without counts)."""
+
+    level: float
+    resamples: int
+    intervals: Mapping[str, Interval] | None
+    missing: tuple[str, ...] = ()  # per run without counts: "run <id>: <why>"
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,6 +46,7 @@ class LabelSummary:
     metrics: tuple[RunMetrics, ...]
     aggregate: Aggregate
     forgetting: pd.DataFrame  # index locale; columns mean, n
+    intervals: LabelIntervals | None = None  # None: not computed (see `with_intervals`)
 
     @property
     def first(self) -> ReportRun:
@@ -110,6 +124,29 @@ def summarize_labels(runs: Sequence[ReportRun], hops: int) -> list[LabelSummary]
         by_label.setdefault(run.label, []).append(run)
     summaries = [_summary(label, members, hops) for label, members in by_label.items()]
     return sorted(summaries, key=_paper_order)
+
+
+def with_intervals(summaries: Sequence[LabelSummary], boot: Bootstrap) -> list[LabelSummary]:
+    """`summaries` with the intervals of each label's means over its runs.
+
+    Every run of a label, and every label, is resampled with the same draws of each
+    locale's test utterances. A label with a run without per-utterance counts has none.
+    Raises `xlcl.metrics.MetricsInputError` for counts that disagree with their table.
+    """
+    out = []
+    for s in summaries:
+        pairs: list[Counted] = []
+        missing = []
+        for run in s.runs:
+            found = run_counts(run.run_id, run.source, run.matrix)
+            if isinstance(found, str):
+                missing.append(f"run {run.run_id}: {found}")
+            else:
+                pairs.append((run.matrix, found))
+        intervals = None if missing else boot.mean_intervals(pairs)
+        found_intervals = LabelIntervals(boot.level, boot.resamples, intervals, tuple(missing))
+        out.append(replace(s, intervals=found_intervals))
+    return out
 
 
 def shared_metric(summaries: Sequence[LabelSummary]) -> str | None:

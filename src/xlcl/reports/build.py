@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xlcl.metrics import DEFAULT_HOPS
-from xlcl.reports.analysis import locale_facts, summarize_labels
-from xlcl.reports.collect import collect
+from xlcl.metrics import DEFAULT_HOPS, MetricsInputError
+from xlcl.metrics.bootstrap import DEFAULT_RESAMPLES, Bootstrap
+from xlcl.reports.analysis import locale_facts, summarize_labels, with_intervals
+from xlcl.reports.collect import ReportInputError, collect
 from xlcl.reports.figures import all_plots, save_plot
 from xlcl.reports.html import HtmlFigure, Remedies, render_html
 from xlcl.reports.remedies import remedies_plot, remedies_table
@@ -30,12 +31,19 @@ class ReportFiles:
     notes: list[str] = field(default_factory=list)
 
 
-def build_report(inputs: Sequence[Path], out: Path, hops: int = DEFAULT_HOPS) -> ReportFiles:
+def build_report(
+    inputs: Sequence[Path],
+    out: Path,
+    hops: int = DEFAULT_HOPS,
+    resamples: int = DEFAULT_RESAMPLES,
+) -> ReportFiles:
     """Write the report of the runs in ``inputs`` (run or sweep directories, score tables).
 
     Finished runs are aggregated per label (method, rank, model), mean ± std over orders;
-    unfinished ones are shown with the steps they have, each on its own. Raises
-    ``ReportInputError`` when the inputs hold nothing to report.
+    unfinished ones are shown with the steps they have, each on its own. Where runs keep
+    per-utterance counts, Tables 1 and 2 add 95% bootstrap intervals (`resamples`, seed 0).
+    Raises ``ReportInputError`` when the inputs hold nothing to report, or counts that
+    disagree with their score table.
     """
     collected = collect(inputs)
     notes = [f"Left out {path}: {reason}." for path, reason in collected.left_out]
@@ -46,6 +54,15 @@ def build_report(inputs: Sequence[Path], out: Path, hops: int = DEFAULT_HOPS) ->
             "each on its own row, never averaged with finished runs."
         )
     summaries = summarize_labels(collected.runs, hops)
+    try:
+        summaries = with_intervals(summaries, Bootstrap(resamples=resamples))
+    except MetricsInputError as err:
+        raise ReportInputError(str(err)) from err
+    missing = [m for s in summaries if s.intervals for m in s.intervals.missing]
+    if any(s.intervals and s.intervals.intervals for s in summaries):
+        notes += [f"No 95% CI for {m}." for m in missing]
+    elif missing:
+        notes.append("No 95% CIs: no run has per-utterance counts (utterances.npz).")
     facts = locale_facts()
     tables = [table1(summaries, facts), table2(summaries)]
     per_locale = per_locale_table(summaries, facts)

@@ -52,6 +52,7 @@ def table1(summaries: Sequence[LabelSummary], facts: Mapping[str, LocaleFacts]) 
     """Table 1: method, model, trainable parameters, final score and score by vitality group."""
     display, values, notes = [], [], []
     metric = shared_metric(summaries)
+    level = ci_level(summaries)
     for s in summaries:
         params = trainable_parameters(s.method, s.rank, s.model, s.first.observed.n_locales)
         if params.missing:
@@ -67,6 +68,7 @@ def table1(summaries: Sequence[LabelSummary], facts: Mapping[str, LocaleFacts]) 
                 **_metric_cell(s, metric),
                 "Params (M)": NA if params.count is None else f"{params.count / 1e6:,.2f}",
                 f"{_capital(metric or 'score')} (%)": pm(final["mean"], final["std"], scale=100),
+                **_ci_cells(s, level, {"final_score": f"{level} CI (%)"}, scale=100),
                 **{g.capitalize(): pm(*groups[g], scale=100) for g in VITALITY},
             }
         )
@@ -78,6 +80,7 @@ def table1(summaries: Sequence[LabelSummary], facts: Mapping[str, LocaleFacts]) 
                 "score_mean": final["mean"],
                 "score_std": final["std"],
                 "score_n": int(final["n"]),
+                **_ci_values(s, level, {"final_score": "score"}),
                 **{
                     f"{g}_{k}": groups[g][i]
                     for g in VITALITY
@@ -101,6 +104,8 @@ def table1(summaries: Sequence[LabelSummary], facts: Mapping[str, LocaleFacts]) 
         "orders, then within the vitality group; its ± is the std over orders of each run's "
         "group mean."
     )
+    if level:
+        notes.append(_ci_note(summaries, f"the mean final {name} over the label's orders"))
     title = f"Table 1: {name} by method and vitality"
     return Table("table1", title, *table_frames(display, values), tuple(notes))
 
@@ -110,6 +115,8 @@ def table2(summaries: Sequence[LabelSummary]) -> Table:
     display, values = [], []
     transfer = [s for s in summaries if s.order_dependent]
     metric = shared_metric(transfer)
+    level = ci_level(transfer)
+    shown = {"cbt": f"CBT {level} CI", "cft": f"CFT {level} CI"}
     for s in transfer:
         stats = {(q, k): stat(s, q, k) for q in ("cbt", "cft") for k in ("mean", "std", "n")}
         row = {"Method": s.name, "Model": s.model or NA, "Status": s.status}
@@ -119,6 +126,7 @@ def table2(summaries: Sequence[LabelSummary]) -> Table:
                 "Runs": str(s.aggregate.n_runs),
                 **_metric_cell(s, metric),
                 **{q.upper(): pm(stats[q, "mean"], stats[q, "std"]) for q in ("cbt", "cft")},
+                **_ci_cells(s, level, shown),
             }
         )
         values.append(
@@ -127,11 +135,17 @@ def table2(summaries: Sequence[LabelSummary]) -> Table:
                 **{f"{q}_{k}": stats[q, k] for q in ("cbt", "cft") for k in ("mean", "std")},
                 "cbt_n": int(stats["cbt", "n"]),
                 "cft_n": int(stats["cft", "n"]),
+                **_ci_values(s, level, {"cbt": "cbt", "cft": "cft"}),
             }
         )
-    notes = ("CBT: cross-lingual backward transfer (eq. 12); CFT: forward transfer (eq. 10-11).",)
+    notes = ["CBT: cross-lingual backward transfer (eq. 12); CFT: forward transfer (eq. 10-11)."]
+    if level:
+        notes.append(_ci_note(transfer, "the mean CBT and CFT over the label's orders"))
     return Table(
-        "table2", "Table 2: backward and forward transfer", *table_frames(display, values), notes
+        "table2",
+        "Table 2: backward and forward transfer",
+        *table_frames(display, values),
+        tuple(notes),
     )
 
 
@@ -274,6 +288,59 @@ def to_latex(table: Table) -> str:
             r"\end{table}",
         ]
     return "\n".join(["% requires \\usepackage{booktabs}", *notes, *lines]) + "\n"
+
+
+def ci_level(summaries: Sequence[LabelSummary]) -> str:
+    """The intervals' level (``95%``) where some label has intervals, else empty: then the
+    tables have no interval columns."""
+    levels = {s.intervals.level for s in summaries if s.intervals and s.intervals.intervals}
+    return f"{max(levels) * 100:g}%" if levels else ""
+
+
+def _ci_cells(
+    s: LabelSummary, level: str, columns: Mapping[str, str], scale: float = 1.0
+) -> dict[str, str]:
+    """Display cells ``[low, high]`` of the label's intervals, headed by `columns`."""
+    if not level:
+        return {}
+    found = s.intervals.intervals if s.intervals else None
+    digits = 2 if scale != 1.0 else 3
+    cells = {}
+    for name, header in columns.items():
+        interval = found.get(name) if found else None
+        if interval is None or _nan(interval.low):
+            cells[header] = NA
+        else:
+            low, high = interval.low * scale, interval.high * scale
+            cells[header] = f"[{low:.{digits}f}, {high:.{digits}f}]"
+    return cells
+
+
+def _ci_values(s: LabelSummary, level: str, columns: Mapping[str, str]) -> dict[str, float]:
+    """CSV columns ``<prefix>_ci_low`` and ``<prefix>_ci_high`` (NaN without an interval)."""
+    if not level:
+        return {}
+    found = s.intervals.intervals if s.intervals else None
+    values = {}
+    for name, prefix in columns.items():
+        interval = found.get(name) if found else None
+        values[f"{prefix}_ci_low"] = interval.low if interval else math.nan
+        values[f"{prefix}_ci_high"] = interval.high if interval else math.nan
+    return values
+
+
+def _ci_note(summaries: Sequence[LabelSummary], what: str) -> str:
+    """What the interval columns are, and which labels have none."""
+    about = next(s.intervals for s in summaries if s.intervals and s.intervals.intervals)
+    lacking = [s.label for s in summaries if not (s.intervals and s.intervals.intervals)]
+    note = (
+        f"{ci_level(summaries)} CI: percentile bootstrap interval of {what}, "
+        f"{about.resamples} resamples of each locale's test utterances (the same draws for "
+        "every run and label); it covers the test sets' sampling, not the choice of order."
+    )
+    if lacking:
+        note += f" None for {', '.join(lacking)} (no per-utterance counts; see the notes)."
+    return note
 
 
 def stat(s: LabelSummary, scalar: str, column: str) -> float:

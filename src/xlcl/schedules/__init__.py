@@ -145,15 +145,38 @@ class Joint(Schedule):
         return 1
 
 
+@dataclass(frozen=True)
+class Merged(Schedule):
+    """One adapter per locale, trained as `Independent` trains them, and after each step
+    the adapters trained so far merged into one model that scores every locale (NON-SHARED
+    LoRA with the ``merge`` strategy).
+
+    The score matrix is a sequential run's: row ``i`` is the merge of the first ``i``
+    adapters, so later locales change how the earlier ones score, and transfer (CBT, CFT,
+    forgetting) exists. A step starts from the row before, as in a sequential run: each
+    adapter trains from the untrained one, but the model row ``i`` scores is row
+    ``i - 1``'s merge with the step's adapter added, so that is where its effect on a
+    locale (``perf_shift``, ``learning_gain``) is measured from.
+    """
+
+    name: ClassVar[str] = "merged"
+    order_dependent: ClassVar[bool] = True
+
+    def models(self, n_locales: int) -> int:
+        """One adapter per locale (the merged model is rebuilt from them at every step)."""
+        return n_locales
+
+
 SEQUENTIAL = Sequential()
 INDEPENDENT = Independent()
 JOINT = Joint()
+MERGED = Merged()
 
-SCHEDULES: dict[str, Schedule] = {s.name: s for s in (SEQUENTIAL, INDEPENDENT, JOINT)}
+SCHEDULES: dict[str, Schedule] = {s.name: s for s in (SEQUENTIAL, INDEPENDENT, JOINT, MERGED)}
 
 
 def schedule(name: str) -> Schedule:
-    """The schedule called ``name`` (``sequential``, ``independent``, ``joint``)."""
+    """The schedule called ``name`` (``sequential``, ``independent``, ``joint``, ``merged``)."""
     found = SCHEDULES.get(name)
     if found is None:
         close = difflib.get_close_matches(name, SCHEDULES, n=1)
@@ -166,10 +189,12 @@ __all__ = [
     "INDEPENDENT",
     "JOINT",
     "JOINT_LOCALE",
+    "MERGED",
     "SCHEDULES",
     "SEQUENTIAL",
     "Independent",
     "Joint",
+    "Merged",
     "Schedule",
     "Sequential",
     "schedule",

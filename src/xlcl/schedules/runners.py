@@ -7,19 +7,33 @@ resumed run has finished, and records each step (scores, curve, checkpoint) as i
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import torch
 from peft import PeftModel
 
 from xlcl.classifier import save_adapter
-from xlcl.schedules import INDEPENDENT, JOINT, JOINT_LOCALE, SEQUENTIAL
+from xlcl.schedules import INDEPENDENT, JOINT, JOINT_LOCALE, MERGED, SEQUENTIAL
 from xlcl.store import ScoreCell
 from xlcl.together import add_adapters, train_adapters_together
 from xlcl.train import EpochRecord, Objective, StepResult
 
 if TYPE_CHECKING:
     from xlcl.protocol import Run
+    from xlcl.strategies import StepContext
+
+
+@runtime_checkable
+class AdapterMerger(Protocol):
+    """What the merged schedule needs of its run's strategy (`xlcl.strategies.merge`)."""
+
+    def merged_model(
+        self, ctx: StepContext, model: torch.nn.Module, adapters: Sequence[Path]
+    ) -> torch.nn.Module:
+        """`model` (a fresh one) with the merge of the saved `adapters` active."""
+        ...
 
 
 def sequential(run: Run) -> None:
@@ -41,11 +55,24 @@ def sequential(run: Run) -> None:
 
 def independent(run: Run) -> None:
     """A fresh model (or adapter) per locale, scored on its own locale or on all."""
+    _model_per_locale(run, None)
+
+
+def merged(run: Run) -> None:
+    """An adapter per locale, trained as `independent` trains them; after each step the
+    adapters trained so far are merged (by the run's strategy) and score every locale."""
+    merger = run.trainer.strategy
+    if not isinstance(merger, AdapterMerger):
+        raise TypeError("the merged schedule needs a strategy that merges adapters (merge)")
+    _model_per_locale(run, merger)
+
+
+def _model_per_locale(run: Run, merger: AdapterMerger | None) -> None:
     if run.pending(0):
         run.score(run.fresh_model(), 0, None, run.order)
         run.checkpoint(0, None)
     if run.config.train.adapters_together:
-        _adapters_together(run)
+        _adapters_together(run, merger)
         return
     for step, locale in enumerate(run.order, start=1):
         if not run.pending(step):
@@ -55,8 +82,11 @@ def independent(run: Run) -> None:
         run.train(model, step, [locale])
         if run.config.method_spec.lora:
             save_adapter(model, run.store.adapter_dir(locale))
-        scored = run.order if run.config.evaluate.all_models else [locale]
-        run.score(model, step, locale, scored)
+        if merger is None:
+            scored = run.order if run.config.evaluate.all_models else [locale]
+            run.score(model, step, locale, scored)
+        else:
+            run.record(_merged_row(run, merger, step))
         run.checkpoint(step, None)
 
 
@@ -76,12 +106,27 @@ def joint(run: Run) -> None:
     run.checkpoint(1, None)
 
 
-def _adapters_together(run: Run) -> None:
-    """The independent schedule with the pending locales' adapters trained at once.
+def _merged_row(run: Run, merger: AdapterMerger, step: int) -> list[ScoreCell]:
+    """Row `step` of a merged run: the merge of the first `step` saved adapters, scored on
+    every locale. Torch's generators are put back afterwards (building a fresh model seeds
+    them), so adapters still training together draw what they would without it."""
+    locale = run.order[step - 1]
+    adapters = [run.store.adapter_dir(learned) for learned in run.order[:step]]
+    with torch.random.fork_rng():
+        model = merger.merged_model(
+            run.trainer.context(step, [locale], "merge"), run.fresh_model(), adapters
+        )
+        return run.scorer.cells(model, step, locale, run.order)
+
+
+def _adapters_together(run: Run, merger: AdapterMerger | None) -> None:
+    """The independent (or merged) schedule with the pending locales' adapters trained at
+    once.
 
     Each adapter is saved and scored as soon as it stops; its step is recorded (scores,
     curve, checkpoint) once it and every step before it have stopped, so the run directory
-    always holds a prefix of the steps, as one-by-one training leaves it.
+    always holds a prefix of the steps, as one-by-one training leaves it. A merged row
+    needs every adapter before it: it is merged and scored when its step is recorded.
     """
     pending = [(step, locale) for step, locale in enumerate(run.order, 1) if run.pending(step)]
     if not pending:
@@ -109,10 +154,13 @@ def _adapters_together(run: Run) -> None:
         save_adapter(model, run.store.adapter_dir(locale), adapter=locale)
         trainer.after(model, step, [locale])
         scored = run.order if run.config.evaluate.all_models else [locale]
-        finished[locale] = (result, run.scorer.cells(model, step, locale, scored))
+        own = [] if merger is not None else run.scorer.cells(model, step, locale, scored)
+        finished[locale] = (result, own)
         while pending and pending[0][1] in finished:
             next_step, next_locale = pending.pop(0)
             next_result, cells = finished.pop(next_locale)
+            if merger is not None:
+                cells = _merged_row(run, merger, next_step)
             run.store.add_curve(next_step, next_locale, next_result.epochs)
             run.record(cells)
             run.checkpoint(next_step, None)
@@ -139,4 +187,5 @@ RUNNERS: dict[str, Callable[[Run], None]] = {
     SEQUENTIAL.name: sequential,
     INDEPENDENT.name: independent,
     JOINT.name: joint,
+    MERGED.name: merged,
 }

@@ -2,7 +2,8 @@
 the memory's loss.
 
 Select it with ``strategy: {name: agem, mem_size: 100}``. After a locale's step, `mem_size`
-of its training utterances are drawn into the memory, as replay's. A-GEM does not train on
+of its training utterances are drawn into the memory, as replay's (all of them, with a
+warning, when the locale has fewer). A-GEM does not train on
 the memory: before every optimizer update of a later step, `sample_size` memory utterances
 are drawn and the gradient g_ref of the task's loss on them is computed; when the update's
 gradient g points against it (g · g_ref < 0, over all trainable parameters flattened), g is
@@ -36,8 +37,16 @@ from pydantic import Field
 from xlcl.classifier import trainable_parameters
 from xlcl.encode import EncodedSplit, collate_batch
 from xlcl.evaluate.scoring import mixed_precision
-from xlcl.strategies import Feature, StepContext, StepPlan, Strategy, StrategySettings
+from xlcl.strategies import (
+    Feature,
+    StepContext,
+    StepPlan,
+    Strategy,
+    StrategyCost,
+    StrategySettings,
+)
 from xlcl.strategies.ewc import model_pad_id
+from xlcl.strategies.replay import kept_utterances, memory_utterances
 from xlcl.tasks import Task, get_task
 
 Gradients = list[torch.Tensor | None]
@@ -81,6 +90,19 @@ class AGEM(Strategy):
         self.task: Task | None = None
         self.precision = "fp32"
 
+    @classmethod
+    def cost(
+        cls,
+        settings: StrategySettings,
+        *,
+        trainable: int,
+        head: int,
+        train_sizes: Mapping[str, int],
+    ) -> StrategyCost:
+        """The memory of the last step, as replay's; g_ref lives for one update, not counted."""
+        assert isinstance(settings, AGEMSettings)
+        return StrategyCost(memory_utterances=memory_utterances(settings.mem_size, train_sizes))
+
     def before_step(self, ctx: StepContext, model: torch.nn.Module) -> StepPlan | None:
         """Hold this step's memory and seed the generator of its reference batches."""
         self.reference = tuple(
@@ -105,11 +127,8 @@ class AGEM(Strategy):
         return project(gradients, reference)
 
     def after_step(self, ctx: StepContext, model: torch.nn.Module) -> None:
-        """Keep `mem_size` utterances of the locale(s) just trained."""
-        for locale in ctx.locales:
-            size = len(ctx.train_splits[locale])
-            kept = ctx.rng.choice(size, size=min(self.mem_size, size), replace=False)
-            self.memory[locale] = np.sort(kept)
+        """Keep `mem_size` utterances of the locale(s) just trained (replay's draw)."""
+        self.memory.update(kept_utterances(ctx, self.mem_size, "agem"))
 
     def state_dict(self) -> dict[str, Any]:
         """The memory's utterance indices and the reference generator's state (or None)."""

@@ -37,7 +37,14 @@ from pydantic import Field
 
 from xlcl.classifier import trainable_parameters
 from xlcl.encode import IGNORE, Batch
-from xlcl.strategies import Feature, StepContext, StepPlan, Strategy, StrategySettings
+from xlcl.strategies import (
+    Feature,
+    StepContext,
+    StepPlan,
+    Strategy,
+    StrategyCost,
+    StrategySettings,
+)
 
 
 class LwFSettings(StrategySettings):
@@ -72,6 +79,22 @@ class LwF(Strategy):
         self.alpha = settings.alpha
         self.temperature = settings.temperature
         self.teacher: dict[str, torch.Tensor] = {}  # parameter name -> value at the step's start
+
+    @classmethod
+    def cost(
+        cls,
+        settings: StrategySettings,
+        *,
+        trainable: int,
+        head: int,
+        train_sizes: Mapping[str, int],
+    ) -> StrategyCost:
+        """The teacher: one copy of the trainable parameters (not the frozen rest), from the
+        second locale on."""
+        assert isinstance(settings, LwFSettings)
+        if settings.alpha == 0 or len(train_sizes) < 2:
+            return StrategyCost()
+        return StrategyCost(stored_values=trainable)
 
     def before_step(self, ctx: StepContext, model: torch.nn.Module) -> StepPlan | None:
         """Keep the weights the step starts from as its teacher (none at the first step)."""

@@ -76,7 +76,7 @@ def estimate(config: RunConfig) -> Cost:
     dev = _split_size(config.data.max_dev, "dev")
     test = _split_size(config.data.max_test, "test")
     epochs = config.train.epochs
-    schedule = config.method_spec.schedule
+    schedule = config.schedule
     trained = schedule.training_steps(locales) * schedule.locales_per_step(locales)
     train_epochs = trained * train * epochs
     dev_scored = trained * dev * epochs  # the dev score after every epoch, on the step's data

@@ -43,7 +43,7 @@ def describe(config: RunConfig) -> dict[str, Any]:
         "model": config.model,
         "seed": config.train.seed,
         "label": config.method_spec.label,
-        "schedule": config.method_spec.schedule.name,
+        "schedule": config.schedule.name,
         "steps": total_steps(config),
     }
 
@@ -51,7 +51,7 @@ def describe(config: RunConfig) -> dict[str, Any]:
 def total_steps(config: RunConfig) -> int:
     """Training steps of the run, as its schedule counts them over its locales."""
     locales = len(resolve_order(config.order, config.locales))
-    return config.method_spec.schedule.training_steps(locales)
+    return config.schedule.training_steps(locales)
 
 
 def write_sweep_file(sweep: Sweep) -> Path:

@@ -15,9 +15,10 @@ results: results/paper             # optional default for --results
 ```
 
 Every combination of the grid, crossed with every case and every variant, sets its keys on
-a copy of the base; a case's keys override the grid's, a variant's override both. Each result is validated into a `RunConfig`
-whose ``output_dir`` is the sweep's results directory, and runs with the same run id (the
-hash of the resolved config) collapse into one, first one kept.
+a copy of the base; a case's keys override the grid's, a variant's override both. Each
+result is validated into a `RunConfig` whose ``output_dir`` is the sweep's results
+directory, and runs with the same run id (the hash of the resolved config) collapse into
+one, first one kept.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from xlcl.cell_counts import UtteranceCounts, agrees
 from xlcl.registry import resolve_plugin
 
 if TYPE_CHECKING:
@@ -34,7 +35,9 @@ class TaskScore:
     """One cell of the score matrix: the task's metric (`value`) and the counts behind it.
 
     The fields besides `value` are the score table's columns; a task fills those it has
-    and leaves the others NaN (or 0 for counts).
+    and leaves the others NaN (or 0 for counts). `utterances` holds what each test
+    utterance adds to `value` (``utterances.npz``, for confidence intervals); it must give
+    `value` and have `n_sentences` rows. None: the task keeps no such counts.
     """
 
     value: float
@@ -45,6 +48,22 @@ class TaskScore:
     n_gold: int = 0
     n_pred: int = 0
     intent_accuracy: float = math.nan
+    utterances: UtteranceCounts | None = None
+
+    def __post_init__(self) -> None:
+        counts = self.utterances
+        if counts is None:
+            return
+        if counts.n_utterances != self.n_sentences:
+            raise ValueError(
+                f"per-utterance counts of {counts.n_utterances} utterances for a cell of "
+                f"{self.n_sentences} sentences"
+            )
+        if math.isnan(self.value) or not agrees(counts, self.value):
+            raise ValueError(
+                f"per-utterance counts give {counts.score()!r}, not the score {self.value!r}: "
+                "a task that changes the score must give its own counts (or None)"
+            )
 
 
 class Task:

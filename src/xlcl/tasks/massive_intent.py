@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from peft import TaskType
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
+from xlcl.cell_counts import UtteranceCounts
 from xlcl.data import MassiveData, Utterance, intent_names
 from xlcl.encode import IGNORE, EncodedSplit
 from xlcl.evaluate.accuracy import predict_sequences
@@ -70,10 +71,12 @@ class MassiveIntent(MassiveTask):
         device: torch.device,
         precision: str,
     ) -> TaskScore:
-        """Accuracy over the utterances of `splits` together; ``n_pred`` counts the correct."""
+        """Accuracy over the utterances of `splits` together; ``n_pred`` counts the correct;
+        whether each utterance is."""
         predicted = predict_sequences(model, splits, batch_size, pad_id, device, precision)
         gold = np.concatenate([np.concatenate(split.gold) for split in splits])
-        correct = int(np.count_nonzero(predicted == gold))
+        right = predicted == gold
+        correct = int(np.count_nonzero(right))
         accuracy = correct / len(gold)
         return TaskScore(
             value=accuracy,
@@ -81,6 +84,7 @@ class MassiveIntent(MassiveTask):
             n_gold=len(gold),
             n_pred=correct,
             intent_accuracy=accuracy,
+            utterances=UtteranceCounts.correct(right),
         )
 
     def unscored(self, split: EncodedSplit, labels: Sequence[str]) -> TaskScore:

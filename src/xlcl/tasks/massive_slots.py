@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from peft import TaskType
 from transformers import AutoModelForTokenClassification, PreTrainedTokenizerBase
 
+from xlcl.cell_counts import UtteranceCounts
 from xlcl.data import MassiveData, Utterance, slot_label_names
 from xlcl.encode import IGNORE, EncodedSplit, encode
 from xlcl.evaluate.scoring import score_splits
@@ -59,8 +60,14 @@ class MassiveSlots(MassiveTask):
         device: torch.device,
         precision: str,
     ) -> TaskScore:
-        """Span F1, precision and recall, micro-summed over `splits`."""
+        """Span F1, precision and recall, micro-summed over `splits`; each utterance's
+        true positives, false positives and false negatives."""
         counts = score_splits(model, splits, labels, batch_size, pad_id, device, precision)
+        sentences = counts.sentences
+        utterances = None
+        if sentences is not None:
+            tp = sentences.n_correct
+            utterances = UtteranceCounts.spans(tp, sentences.n_pred - tp, sentences.n_gold - tp)
         return TaskScore(
             value=counts.f1,
             n_sentences=sum(len(split) for split in splits),
@@ -69,6 +76,7 @@ class MassiveSlots(MassiveTask):
             recall=counts.recall,
             n_gold=_gold_spans(splits, labels),
             n_pred=counts.n_pred,
+            utterances=utterances,
         )
 
     def unscored(self, split: EncodedSplit, labels: Sequence[str]) -> TaskScore:
