@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SHARED_MASSIVE := $(abspath ../shared/data/amazon-massive-dataset-1.1.tar.gz)
 export XLCL_MASSIVE ?= $(if $(wildcard $(SHARED_MASSIVE)),$(SHARED_MASSIVE),)
 
-.PHONY: demo test lint setup chromium
+.PHONY: demo test lint setup chromium wheel-test
 
 setup: $(VENV)/.installed
 
@@ -31,3 +31,8 @@ chromium:
 
 test: lint chromium
 	$(BIN)/pytest
+
+# The wheel as a user gets it: built, installed with its demo extra into a fresh virtualenv
+# outside the checkout, and `xlcl demo --quick` run in an empty directory (.ci/wheel-test).
+wheel-test: setup
+	.ci/wheel-test $(BIN)/python

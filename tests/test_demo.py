@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
@@ -15,6 +16,7 @@ from xlcl.demo import (
     METHODS,
     MethodSummary,
     demo_configs,
+    machine,
     summary_markdown,
     system_cbt,
 )
@@ -104,7 +106,10 @@ def test_quick_demo_shows_forgetting_and_transfer_then_reuses_its_runs(
     out = result.report.parents[1]
     assert result.report == out / "report" / "report.html"
     assert result.report.is_file()
-    assert result.summary_file.read_text() == summary_markdown(result.summary) + "\n"
+    table, measured = result.summary_file.read_text().split("\n\n")
+    assert table == summary_markdown(result.summary)
+    assert measured == f"Measured on {machine()}.\n" == result.measured_on + "\n"
+    assert f"torch {torch.__version__}, {torch.get_num_threads()} threads" in measured
     by_method = dict(zip(METHODS, result.summary, strict=True))
     for name in ("vanilla", "shared-lora"):
         row = by_method[name]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from xlcl.config import load_config
+from xlcl.config import config_diff, load_config
 from xlcl.sweep.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,3 +53,25 @@ def test_every_run_id_of_the_shipped_configs_is_unchanged():
 def test_new_keys_at_their_defaults_do_not_enter_the_hash(override):
     path = ROOT / "configs" / "paper" / "vanilla.yaml"
     assert load_config(path, [override]).run_id == GOLDEN["configs/paper/vanilla.yaml order=1"]
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "tracking=[tensorboard, mlflow, wandb]",
+        "tracking={mlflow: {uri: 'file:///elsewhere'}, wandb: {mode: online}, group: other}",
+        "tracking.group=a-sweep",
+    ],
+)
+def test_tracking_changes_no_run_id(override):
+    path = ROOT / "configs" / "paper" / "vanilla.yaml"
+    tracked = load_config(path, [override])
+    assert tracked.tracking.enabled or tracked.tracking.group
+    assert tracked.run_id == GOLDEN["configs/paper/vanilla.yaml order=1"]
+
+
+def test_a_resume_accepts_a_config_that_differs_only_in_tracking():
+    path = ROOT / "configs" / "paper" / "vanilla.yaml"
+    plain = load_config(path)
+    assert config_diff(plain, load_config(path, ["tracking=[tensorboard, wandb]"])) == []
+    assert config_diff(plain, load_config(path, ["train.seed=7"])) == ["train.seed: 42 -> 7"]

@@ -3,6 +3,7 @@
 LoRA targets every linear layer of the encoder (`target_modules="all-linear"`) with
 ``lora_alpha = r`` by default; the classification head is trained and saved with each
 adapter (`modules_to_save`, see `head_modules`), so every adapter carries its own head.
+Which encoders are supported and tested: docs/models.md, "Supported encoders".
 """
 
 from __future__ import annotations
@@ -16,37 +17,101 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from peft.tuners.lora import LoraLayer
-from transformers import AutoModelForTokenClassification, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.models.auto.auto_factory import _BaseAutoModelClass as _AutoModelClass
 
-from xlcl.config import LoraSettings
+from xlcl.config import ConfigError, LoraSettings
 from xlcl.methods import Method
 from xlcl.models import VocabularyTrim, trim_embeddings
 
 
-def lora_config(rank: int, settings: LoraSettings, task_type: TaskType) -> LoraConfig:
-    """The PEFT config of one adapter of rank `rank` on a model with a `task_type` head."""
+def lora_config(
+    rank: int, settings: LoraSettings, task_type: TaskType, head: list[str]
+) -> LoraConfig:
+    """The PEFT config of one adapter of rank `rank` on a model with a `task_type` head,
+    whose modules (`head_modules`) the adapter trains in full and saves."""
     return LoraConfig(
         r=rank,
         lora_alpha=settings.alpha or rank,
         lora_dropout=settings.dropout,
         target_modules="all-linear",
-        modules_to_save=head_modules(task_type),
+        modules_to_save=head,
         task_type=task_type,
     )
 
 
-HEAD_PARTS = ("classifier", "pooler")  # modules that belong to a task's head, never the encoder's
+# The names head modules take in the supported encoders (docs/models.md): BERT's and
+# XLM-R's `classifier` and `pooler`, ModernBERT's `head` (dense + norm before `classifier`).
+HEAD_PARTS = ("classifier", "pooler", "head")
 
 
-def head_modules(task_type: TaskType) -> list[str]:
+def head_modules(model: torch.nn.Module, task_type: TaskType) -> list[str]:
     """The modules of a `task_type` model each adapter trains in full and saves: its head.
 
-    A sequence classifier's head includes BERT's pooler (dense + tanh, which RoBERTa's
-    classification head holds itself). Frozen, it would stay as the checkpoint has it, and
-    e5-small's has none: a random projection. No token classifier has a pooler.
+    Every top-level module with parameters outside the encoder (`base_model_prefix`):
+    `classifier`, and ModernBERT's `head`, DeBERTa's sequence `pooler`. A sequence
+    classifier's head also includes the encoder's own pooler where it has one (BERT's:
+    dense + tanh, which RoBERTa's classification head holds itself). Frozen, it would stay
+    as the checkpoint has it, and e5-small's has none: a random projection.
     """
-    return list(HEAD_PARTS) if task_type == TaskType.SEQ_CLS else ["classifier"]
+    encoder = getattr(model, "base_model_prefix", "")
+    head = [
+        name
+        for name, module in model.named_children()
+        if name != encoder and any(True for _ in module.parameters())
+    ]
+    pooler = getattr(getattr(model, encoder, None), "pooler", None)
+    if task_type == TaskType.SEQ_CLS and isinstance(pooler, torch.nn.Module):
+        head.append("pooler")
+    unknown = [name for name in head if name not in HEAD_PARTS]
+    if unknown:
+        raise ValueError(
+            f"{type(model).__name__}: head module(s) {unknown} are not among {HEAD_PARTS}"
+        )
+    return head
+
+
+def is_head_parameter(name: str) -> bool:
+    """Whether the parameter `name` (plain or PEFT-wrapped) belongs to a task's head."""
+    return any(part in HEAD_PARTS for part in name.split("."))
+
+
+def check_model(model_path: str, auto_class: type[_AutoModelClass]) -> None:
+    """Raise `ConfigError` (one line) unless `model_path` loads and has an `auto_class` head.
+
+    Reads only the model's config: a run checks its model before it writes anything.
+    """
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"model {model_path}: cannot load it ({_first_line(error)})") from None
+    heads = auto_class._model_mapping
+    if heads is None or type(config) not in heads:
+        raise ConfigError(
+            f"model {model_path}: its architecture ({config.model_type}) has no task head "
+            f"in transformers ({auto_class.__name__})"
+        )
+
+
+def load_tokenizer(model_path: str) -> PreTrainedTokenizerBase:
+    """`model_path`'s tokenizer; `ConfigError` (one line) when it cannot be loaded."""
+    try:
+        return AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"model {model_path}: cannot load its tokenizer ({_first_line(error)})"
+        ) from None
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def build_classifier(
@@ -79,7 +144,8 @@ def build_classifier(
         warnings.filterwarnings(
             "ignore", message=".*gradient_checkpointing", category=FutureWarning
         )
-        return get_peft_model(model, lora_config(method.rank, lora, task_type))
+        head = head_modules(model, task_type)
+        return get_peft_model(model, lora_config(method.rank, lora, task_type, head))
 
 
 def store_frozen_linears_in_bf16(model: torch.nn.Module) -> int:

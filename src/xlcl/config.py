@@ -123,6 +123,70 @@ class CheckpointConfig(_Section):
     )
 
 
+class TensorBoardSettings(_Section):
+    """TensorBoard: event files in ``<run directory>/tensorboard``."""
+
+
+class MlflowSettings(_Section):
+    """MLflow: a tracking store the run logs to."""
+
+    uri: str | None = Field(
+        None, description="tracking URI; None = the file store <output_dir>/mlruns"
+    )
+
+
+class WandbSettings(_Section):
+    """Weights & Biases: offline run files under ``<output_dir>/wandb`` unless online."""
+
+    project: str = Field("xlcl", description="the W&B project")
+    entity: str | None = Field(None, description="the W&B team or user; None = the default")
+    mode: Literal["offline", "online"] = Field(
+        "offline", description="offline writes files for `wandb sync`; online needs a login"
+    )
+
+
+# The trackers a run can log to, by the name a config uses.
+TRACKERS: dict[str, type[_Section]] = {
+    "tensorboard": TensorBoardSettings,
+    "mlflow": MlflowSettings,
+    "wandb": WandbSettings,
+}
+
+
+class TrackingConfig(_Section):
+    """Experiment trackers the run logs to (docs/tracking.md); they never change its id.
+
+    ``tracking: [tensorboard, mlflow]`` turns trackers on with their defaults; a mapping
+    (``tracking: {wandb: {mode: online}}``) sets their options.
+    """
+
+    tensorboard: TensorBoardSettings | None = None
+    mlflow: MlflowSettings | None = None
+    wandb: WandbSettings | None = None
+    group: str | None = Field(
+        None, description="MLflow experiment and W&B group; None = 'xlcl' (a sweep: its name)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names(cls, values: Any) -> Any:
+        """A list of tracker names is each tracker with its defaults."""
+        if not isinstance(values, list):
+            return values
+        for name in values:
+            if name not in TRACKERS:
+                close = difflib.get_close_matches(str(name), list(TRACKERS), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"unknown tracker '{name}'{hint} (known: {', '.join(TRACKERS)})")
+        return {name: {} for name in values}
+
+    @property
+    def enabled(self) -> dict[str, _Section]:
+        """The trackers turned on, by name, with their settings."""
+        chosen = {name: getattr(self, name) for name in TRACKERS}
+        return {name: settings for name, settings in chosen.items() if settings is not None}
+
+
 class RunConfig(_Section):
     """One experiment: a model, a method, an order of locales, and how to train."""
 
@@ -149,6 +213,9 @@ class RunConfig(_Section):
     )
     strategy: dict[str, Any] | None = Field(
         None, description="a remedy against forgetting: 'name' plus its settings (None = none)"
+    )
+    tracking: TrackingConfig = Field(
+        TrackingConfig(), description="experiment trackers (docs/tracking.md); not in the run id"
     )
 
     @model_validator(mode="before")
@@ -198,18 +265,23 @@ class RunConfig(_Section):
 
     @property
     def run_id(self) -> str:
-        """Hash of the resolved config; where and how it is stored does not change a run.
+        """Hash of the resolved config; where it is stored and what tracks it (`_NOT_HASHED`)
+        do not change a run.
 
         Keys added after runs existed are hashed only when they differ from their default
         (`_HASHED_WHEN_SET`), so every earlier run keeps its id.
         """
-        payload = self.model_dump(mode="json", exclude={"output_dir", "checkpoint"})
+        payload = self.model_dump(mode="json", exclude=_NOT_HASHED)
         for key, default in _HASHED_WHEN_SET.items():
             if payload.get(key) == default:
                 del payload[key]
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+
+# Where a run is stored, how it is checkpointed and what it is tracked with do not change
+# its results: they are in neither its id nor the config a resume must match.
+_NOT_HASHED = {"output_dir", "checkpoint", "tracking"}
 
 # Top-level keys newer than the first published runs, with the default that leaves them
 # out of the run id. A new key goes here, or its default would move every id.
@@ -362,9 +434,8 @@ def assign(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 def config_diff(old: RunConfig, new: RunConfig) -> list[str]:
     """The fields that change a run's results and differ: ``key: old -> new`` lines."""
-    exclude = {"output_dir", "checkpoint"}
-    before = _flatten(old.model_dump(mode="json", exclude=exclude))
-    after = _flatten(new.model_dump(mode="json", exclude=exclude))
+    before = _flatten(old.model_dump(mode="json", exclude=_NOT_HASHED))
+    after = _flatten(new.model_dump(mode="json", exclude=_NOT_HASHED))
     return [
         f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
         for key in sorted(before.keys() | after.keys())

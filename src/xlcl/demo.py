@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from xlcl.catalog import config_root
 from xlcl.config import RunConfig, load_config
 from xlcl.data.download import OFFICIAL_URL
 from xlcl.data.sources import ENV_SOURCE
@@ -29,16 +32,13 @@ from xlcl.metrics.per_run import nanmean
 from xlcl.progress import Reporter, Silent
 from xlcl.protocol import run
 from xlcl.reports import build_report
+from xlcl.tracking import attach_report
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
+CONFIG_DIR = config_root() / "demo"  # the packaged configs/demo/
 QUICK = "quick"  # configs/demo/quick/: the CI-sized demo
 METHODS = ("vanilla", "shared-lora", "nonshared-lora")  # one config file each, run in this order
 REPORT_DIR = "report"
 SUMMARY_FILE = "summary.md"
-
-
-class DemoError(RuntimeError):
-    """The demo cannot start: its configs are missing or invalid."""
 
 
 @dataclass(frozen=True)
@@ -61,24 +61,25 @@ class DemoResult:
     report: Path
     summary: list[MethodSummary]
     summary_file: Path  # the table in Markdown, beside the report
+    measured_on: str = ""  # "Measured on <CPU>, torch <version>, <n> threads."
 
 
-def demo_configs(quick: bool = False, out: Path | None = None) -> list[tuple[Path, RunConfig]]:
+def demo_configs(
+    quick: bool = False, out: Path | None = None, tracking: Sequence[str] = ()
+) -> list[tuple[Path, RunConfig]]:
     """The demo's configs, in run order, with their files.
 
-    ``out`` replaces the configs' ``output_dir``. Without ``$XLCL_MASSIVE`` the data source is
+    ``out`` replaces the configs' ``output_dir``; ``tracking`` names trackers to log to
+    (docs/tracking.md; the run ids stay the same). Without ``$XLCL_MASSIVE`` the data source is
     the official archive's URL, which `xlcl.data` downloads once and checks by sha256.
     """
     directory = CONFIG_DIR / QUICK if quick else CONFIG_DIR
     overrides = [] if out is None else [f"output_dir={out}"]
+    if tracking:
+        overrides.append(f"tracking=[{', '.join(tracking)}]")
     if not os.environ.get(ENV_SOURCE):
         overrides.append(f"data.source={OFFICIAL_URL}")
     paths = [directory / f"{name}.yaml" for name in METHODS]
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise DemoError(
-            f"demo configs not found: {', '.join(missing)} (a source checkout has them)"
-        )
     return [(path, load_config(path, overrides)) for path in paths]
 
 
@@ -86,13 +87,14 @@ def run_demo(
     quick: bool = False,
     out: Path | None = None,
     new_reporter: Callable[[], Reporter] = Silent,
+    tracking: Sequence[str] = (),
 ) -> DemoResult:
     """Run (or reuse) the demo's runs, write their report, and summarize each method.
 
     Each run reports to its own ``new_reporter()``, so its elapsed and remaining times are
-    its own.
+    its own. With ``tracking``, the runs and the report go to those trackers.
     """
-    configs = demo_configs(quick, out)
+    configs = demo_configs(quick, out, tracking)
     runs = []
     for index, (path, config) in enumerate(configs, start=1):
         reporter = new_reporter()
@@ -101,10 +103,31 @@ def run_demo(
     run_dirs = [directory for _, directory in runs]
     new_reporter().message("writing the report")
     files = build_report(run_dirs, Path(configs[0][1].output_dir) / REPORT_DIR)
+    attach_report(
+        [(config, path) for (_, config), path in zip(configs, run_dirs, strict=True)], files.html
+    )
     summary = summarize_runs(runs)
     summary_file = files.html.parent / SUMMARY_FILE
-    summary_file.write_text(summary_markdown(summary) + "\n", encoding="utf-8")
-    return DemoResult(run_dirs, files.html, summary, summary_file)
+    measured = f"Measured on {machine()}."
+    summary_file.write_text(f"{summary_markdown(summary)}\n\n{measured}\n", encoding="utf-8")
+    return DemoResult(run_dirs, files.html, summary, summary_file, measured)
+
+
+def machine() -> str:
+    """The CPU model, torch's version and its thread count: what the demo's digits depend on.
+
+    Floating-point reductions differ between CPUs (with or without AMX, say), and training
+    on little data amplifies the difference to a few F1 points (docs/demo.md).
+    """
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def summarize_runs(runs: Sequence[tuple[str, Path]]) -> list[MethodSummary]:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from xlcl.checkpoint import (
     Checkpoint,
@@ -40,7 +40,12 @@ from xlcl.checkpoint import (
     save_checkpoint,
     save_partial,
 )
-from xlcl.classifier import HEAD_PARTS, store_frozen_linears_in_bf16, trainable_parameters
+from xlcl.classifier import (
+    is_head_parameter,
+    load_tokenizer,
+    store_frozen_linears_in_bf16,
+    trainable_parameters,
+)
 from xlcl.config import ConfigError, RunConfig, TrainConfig
 from xlcl.data import SPLITS, DataError, MassiveData
 from xlcl.encode import EncodedSplit
@@ -50,6 +55,7 @@ from xlcl.progress import Reporter, Silent
 from xlcl.store import VOCABULARY, RunStore, ScoreCell, is_complete
 from xlcl.strategies import StepContext, StepPlan, Strategy, build_strategy, hook_rng
 from xlcl.tasks import Task, get_task
+from xlcl.tracking import Tracking
 from xlcl.train import EpochRecord, Objective, StepResult, TrainState, train_step
 
 Splits = dict[str, dict[str, EncodedSplit]]  # locale -> split name -> encoded split
@@ -194,7 +200,7 @@ class StepTrainer:
             return
         trained = trainable_parameters(model)
         trainable = sum(parameter.numel() for _, parameter in trained)
-        head = sum(p.numel() for name, p in trained if any(part in name for part in HEAD_PARTS))
+        head = sum(p.numel() for name, p in trained if is_head_parameter(name))
         sizes = {locale: len(self.splits[locale]["train"]) for locale in self.order}
         settings = self.strategy.settings
         cost = self.strategy.cost(settings, trainable=trainable, head=head, train_sizes=sizes)
@@ -308,6 +314,7 @@ class Run:
     store: RunStore
     reporter: Reporter
     resumed_from: Checkpoint | None
+    tracking: Tracking
 
     @property
     def finished_step(self) -> int:
@@ -363,6 +370,7 @@ class Run:
             keep=self.config.checkpoint.keep,
             state=self.trainer.strategy_state(),
         )
+        self.tracking.step_finished(self.store, step)
 
 
 def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
@@ -392,7 +400,8 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
         reporter.message(f"skipped {len(data.quarantine)} invalid rows (data.skip_invalid)")
     labels = task.label_names(data)
     model_path = resolve_model(config.model)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    task.check_model(model_path)
+    tokenizer = load_tokenizer(model_path)
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
     device = pick_device(config.train.device)
@@ -444,7 +453,9 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
         store=store,
         reporter=reporter,
         resumed_from=checkpoint,
+        tracking=Tracking.start(config, store.directory),
     )
+    state.tracking.begin(config, store, state.finished_step)
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     if config.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by cuBLAS
@@ -453,10 +464,13 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
         RUNNERS[config.schedule.name](state)
     except BaseException as error:
         store.fail(error)
+        state.tracking.close(failed=True)
         raise
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
     store.finish()
+    state.tracking.run_finished(store.directory, store)
+    state.tracking.close()
     return store.directory
 
 

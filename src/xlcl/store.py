@@ -203,6 +203,16 @@ class RunStore:
             self._curves.append({"step": step, "trained_locale": trained_locale, **asdict(record)})
         _atomic_parquet(self.directory / CURVES, pd.DataFrame(self._curves))
 
+    @property
+    def score_rows(self) -> list[dict[str, Any]]:
+        """The recorded score cells (``scores.parquet``'s rows), in the order recorded."""
+        return list(self._cells)
+
+    @property
+    def curve_rows(self) -> list[dict[str, Any]]:
+        """The recorded epoch records (``curves.parquet``'s rows), in the order recorded."""
+        return list(self._curves)
+
     def note_strategy_cost(self, cost: StrategyCost) -> None:
         """Record the run's ``strategy_cost`` (`xlcl.strategies.StrategyCost`'s fields).
 

@@ -29,7 +29,7 @@ from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
 from peft.utils.other import ModulesToSaveWrapper
 
-from xlcl.classifier import lora_config
+from xlcl.classifier import head_modules, lora_config
 from xlcl.config import LoraSettings, TrainConfig
 from xlcl.encode import Batch, EncodedSplit, collate, gather
 from xlcl.evaluate.scoring import mixed_precision
@@ -133,8 +133,9 @@ def add_adapters(model: PeftModel, names: Sequence[str], rank: int, lora: LoraSe
         if f".{template}." in name
     }
     task_type = TaskType(model.peft_config[template].task_type)
+    head = head_modules(model.get_base_model(), task_type)
     for name in names:
-        model.add_adapter(name, lora_config(rank, lora, task_type))
+        model.add_adapter(name, lora_config(rank, lora, task_type, head))
     model.set_adapter(names[0])
     model.delete_adapter(template)
     parameters = dict(model.named_parameters())

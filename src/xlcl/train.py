@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from xlcl.classifier import HEAD_PARTS, trainable_parameters
+from xlcl.classifier import is_head_parameter, trainable_parameters
 from xlcl.config import TrainConfig
 from xlcl.encode import Batch, EncodedSplit, collate_batch, epoch_batches
 from xlcl.evaluate.scoring import mixed_precision
@@ -133,7 +133,7 @@ def optimizer_for(
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, parameter in named_parameters:
         is_norm_or_bias = parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
-        rate = head_rate if any(part in name for part in HEAD_PARTS) else config.learning_rate
+        rate = head_rate if is_head_parameter(name) else config.learning_rate
         decay = 0.0 if is_norm_or_bias else config.weight_decay
         groups.setdefault((rate, decay), []).append(parameter)
     parameters = [p for group in groups.values() for p in group]

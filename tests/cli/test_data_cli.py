@@ -70,6 +70,28 @@ def test_validate_reports_counts_and_exits_0(tmp_path: Path) -> None:
     assert "all rows valid" in result.output
 
 
+def test_validate_checks_the_locales_present_and_warns_once_about_the_rest(
+    tmp_path: Path,
+) -> None:
+    source = _source(tmp_path)
+    result = runner.invoke(app, ["data", "validate", str(source)])
+    assert result.exit_code == 0, result.output
+    assert _table(result.stdout) == [["en-US", "1", "1", "1"], ["ja-JP", "1", "1", "1"]]
+    assert "all rows valid" in result.stdout
+    [warning] = result.stderr.splitlines()
+    assert warning.startswith("warning: the source lacks 50 of 52 locales, not checked: af-ZA ")
+    assert "en-US" not in warning
+    assert "ja-JP" not in warning
+
+
+def test_validate_with_locale_insists_on_it(tmp_path: Path) -> None:
+    source = _source(tmp_path)
+    result = runner.invoke(app, ["data", "validate", str(source), "-l", "en-US", "-l", "de-DE"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"error: {source}: no de-DE.jsonl in {source}\n"
+
+
 def test_validate_reports_a_split_without_rows_and_exits_1(tmp_path: Path) -> None:
     (tmp_path / "en-US.jsonl").write_text(json.dumps(WAKE) + "\n\n   \n" + json.dumps(QUIET))
     result = runner.invoke(app, ["data", "validate", str(tmp_path), "-l", "en-US"])

@@ -115,6 +115,27 @@ def test_source_errors_name_the_file(
         load_massive(write_dir(good_rows), ["de-DE"])
 
 
+def test_missing_ok_loads_the_locales_a_partial_source_has(
+    tmp_path: Path, write_archive: Writer, write_dir: Writer, good_rows: GoodRows
+) -> None:
+    wanted = ["de-DE", "ja-JP", "en-US"]
+    for source in (write_archive(good_rows), write_dir(good_rows)):
+        data = load_massive(source, wanted, missing_ok=True)
+        assert data.locales == ("ja-JP", "en-US")  # the order requested
+        assert data.utterances("en-US", "test") == [WAKE]
+    folder = write_dir(good_rows)
+    listing = (
+        f"en-US.jsonl {_sha(folder / 'en-US.jsonl')}\nja-JP.jsonl {_sha(folder / 'ja-JP.jsonl')}\n"
+    )
+    assert load_massive(folder, wanted, missing_ok=True).checksum == (
+        hashlib.sha256(listing.encode()).hexdigest()
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"no <locale>\.jsonl of MASSIVE in"):
+        load_massive(empty, wanted, missing_ok=True)
+
+
 def test_unknown_locale_suggests_close_names(write_dir: Writer, good_rows: GoodRows) -> None:
     with pytest.raises(DataError) as caught:
         load_massive(write_dir(good_rows), ["en-us"])

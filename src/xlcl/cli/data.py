@@ -1,10 +1,12 @@
 """`xlcl data validate SOURCE` and `xlcl data export SOURCE`: check and convert MASSIVE.
 
 SOURCE is a release archive, a directory of <locale>.jsonl files, an https:// URL or
-hf://AmazonScience/massive (see docs/data.md). `validate` lists every invalid row and every
-split without rows and then exits 1; `export` refuses invalid data (exit 2) unless given
---skip-invalid, which writes the valid rows and lists the skipped ones on stderr, and exits 1
-on a split without rows. Both exit 2 with a one-line error when the source cannot be read.
+hf://AmazonScience/massive (see docs/data.md). `validate` checks the locales the source has
+(one warning line names those it lacks; with --locale, a lacking locale is an error), lists
+every invalid row and every split without rows and then exits 1; `export` refuses invalid
+data (exit 2) unless given --skip-invalid, which writes the valid rows and lists the skipped
+ones on stderr, and exits 1 on a split without rows. Both exit 2 with a one-line error when
+the source cannot be read.
 """
 
 from __future__ import annotations
@@ -59,12 +61,25 @@ def validate(
     source: SourceArg,
     locale: Annotated[
         list[str] | None,
-        typer.Option("--locale", "-l", help="Locale to check (repeatable); default all 52."),
+        typer.Option(
+            "--locale",
+            "-l",
+            help="Locale to check, an error if missing (repeatable); default: all present.",
+        ),
     ] = None,
     sha256: Sha256Opt = None,
 ) -> None:
     """Check every row; print counts per locale and split, and each invalid row."""
-    data = _load(source, locale or list(LOCALES), skip_invalid=True, sha256=sha256)
+    data = _load(
+        source, locale or list(LOCALES), skip_invalid=True, sha256=sha256, missing_ok=not locale
+    )
+    missing = [name for name in LOCALES if name not in data.locales]
+    if not locale and missing:
+        typer.echo(
+            f"warning: the source lacks {len(missing)} of {len(LOCALES)} locales, not checked: "
+            + " ".join(missing),
+            err=True,
+        )
     console = Console()
     console.print(
         f"source {data.source}\nsha256 {data.checksum}",
@@ -131,10 +146,17 @@ def export(
 
 
 def _load(
-    source: str, locales: list[str], *, skip_invalid: bool, sha256: str | None
+    source: str,
+    locales: list[str],
+    *,
+    skip_invalid: bool,
+    sha256: str | None,
+    missing_ok: bool = False,
 ) -> MassiveData:
     try:
-        return load_massive(source, locales, skip_invalid=skip_invalid, sha256=sha256)
+        return load_massive(
+            source, locales, skip_invalid=skip_invalid, sha256=sha256, missing_ok=missing_ok
+        )
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -26,13 +26,17 @@ def demo(
         bool,
         typer.Option("--quick", help="The small CI version (configs/demo/quick/, ~2 minutes)."),
     ] = False,
+    track: Annotated[
+        list[str] | None,
+        typer.Option("--track", help="Log the runs and the report to a tracker (repeatable)."),
+    ] = None,
 ) -> None:
     """Three methods over six locales in minutes: the report, and the loss in one table."""
-    try:  # the report needs matplotlib and Jinja2 (the `report` extra)
-        from xlcl.demo import SUMMARY_COLUMNS, DemoError, run_demo, summary_rows
+    try:  # the report needs matplotlib and Jinja2 (the `demo` extra)
+        from xlcl.demo import SUMMARY_COLUMNS, run_demo, summary_rows
         from xlcl.reports import ReportInputError
     except ModuleNotFoundError as err:
-        fail(f"xlcl demo needs {err.name}: pip install 'xlcl[report]'")
+        fail(f"xlcl demo needs {err.name}: pip install 'xlcl[demo]'")
     from transformers.utils import logging as transformers_logging
 
     from xlcl.config import ConfigError
@@ -43,8 +47,8 @@ def demo(
     transformers_logging.disable_progress_bar()
     started = time.perf_counter()
     try:
-        result = run_demo(quick=quick, out=out, new_reporter=ConsoleReporter)
-    except (ConfigError, DataError, DemoError, ReportInputError) as error:
+        result = run_demo(quick=quick, out=out, new_reporter=ConsoleReporter, tracking=track or ())
+    except (ConfigError, DataError, ReportInputError) as error:
         fail(str(error))
     console = Console()
     table = Table(title=f"xlcl demo: {_clock(time.perf_counter() - started)} wall time")
@@ -53,6 +57,7 @@ def demo(
     for cells in summary_rows(result.summary):
         table.add_row(*cells)
     console.print(table)
+    typer.echo(result.measured_on)
     console.print(
         "F1 points (x100). CBT < 0: forgetting. CFT > untrained F1 (mean of R[0, ·]): "
         "zero-shot transfer. NON-SHARED LoRA keeps an adapter per locale: CBT 0 by construction."

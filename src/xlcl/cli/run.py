@@ -1,4 +1,8 @@
-"""`xlcl run CONFIG.yaml [--set key=value ...]` or `xlcl run --resume RUN_DIR`."""
+"""`xlcl run CONFIG.yaml [--set key=value ...]` or `xlcl run --resume RUN_DIR`.
+
+CONFIG is a YAML file or the name of a packaged config (``xlcl run paper/vanilla``,
+``xlcl run demo/quick/vanilla``); a file on disk wins over a name.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,10 @@ from xlcl.cli.errors import fail
 
 
 def run(
-    config: Annotated[Path | None, typer.Argument(help="YAML config of the run")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="YAML config of the run, or a packaged one's name: paper/vanilla"),
+    ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", help="override a field, e.g. --set train.epochs=3"),
@@ -31,6 +38,7 @@ def run(
 
     A run whose directory already exists resumes from its newest complete checkpoint.
     """
+    from xlcl.catalog import find_config
     from xlcl.config import ConfigError, config_diff, load_config, with_overrides
     from xlcl.data import DataError
     from xlcl.store import stored_config
@@ -40,6 +48,8 @@ def run(
     if deterministic:
         overrides = [*(overrides or []), "train.deterministic=true"]
     try:
+        if config is not None:
+            config = find_config(config)
         if resume is None:
             resolved = load_config(config, overrides)
         else:
@@ -55,6 +65,7 @@ def run(
             if changes:
                 listed = "\n  ".join(changes)
                 fail(f"{resume} was run with another config; refusing to resume:\n  {listed}")
+            resolved = resolved.model_copy(update={"tracking": asked.tracking})  # not in the id
     except ConfigError as error:
         fail(str(error))
     if print_config:
@@ -62,6 +73,7 @@ def run(
 
         typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
         return
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as transformers_logging
 
     from xlcl.progress import ConsoleReporter
@@ -69,6 +81,8 @@ def run(
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
+    # The hub's retry warnings would precede a model's one-line load error.
+    hub_logging.set_verbosity_error()
 
     try:
         directory = run_experiment(resolved, ConsoleReporter())

@@ -1,6 +1,7 @@
 """`xlcl sweep SWEEP.yaml [options]` runs a grid of runs; `xlcl sweep status DIR` shows it.
 
-``xlcl sweep SWEEP.yaml`` is short for ``xlcl sweep run SWEEP.yaml``. See docs/sweeps.md.
+``xlcl sweep SWEEP.yaml`` is short for ``xlcl sweep run SWEEP.yaml``; SWEEP.yaml may also name a
+packaged sweep (``xlcl sweep sweeps/paper --dry-run``). See docs/sweeps.md.
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ STATE_STYLES = {
 
 @app.command("run")
 def run(
-    sweep_file: Annotated[Path, typer.Argument(help="YAML sweep file (base, grid, variants)")],
+    sweep_file: Annotated[
+        Path,
+        typer.Argument(
+            help="YAML sweep file (base, grid, variants), or a packaged one: sweeps/paper"
+        ),
+    ],
     backend: Annotated[
         str, typer.Option("--backend", help="local (processes here), slurm or ray")
     ] = "local",
@@ -86,11 +92,12 @@ def run(
     ] = None,
 ) -> None:
     """Run every unfinished run of a sweep; finished runs are skipped by run id."""
+    from xlcl.catalog import find_config
     from xlcl.config import ConfigError
     from xlcl.sweep import load_sweep, make_backend, run_sweep
 
     try:
-        sweep = load_sweep(sweep_file, results, overrides or [])
+        sweep = load_sweep(find_config(sweep_file, sweep=True), results, overrides or [])
     except (ConfigError, ValueError) as error:
         fail(str(error))
     if dry_run:

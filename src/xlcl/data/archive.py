@@ -29,13 +29,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_archive(path: Path, locales: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+def read_archive(
+    path: Path, locales: Sequence[str], *, missing_ok: bool = False
+) -> dict[str, tuple[str, bytes]]:
     """``{locale: (member name, bytes)}`` for ``locales``, read in one pass over the archive.
 
     The whole archive is read, so that the checksum a compressed archive carries (gzip's
     CRC-32, bzip2's and xz's checks) is verified: tar itself has none for member data, and a
     corrupt byte must not become a silently different row. Raises `DataError` naming the
-    archive when it cannot be read (not a tar, truncated, corrupt) or lacks a requested locale.
+    archive when it cannot be read (not a tar, truncated, corrupt) or lacks a requested locale
+    (unless ``missing_ok``: then the result holds the locales it has).
     """
     wanted = set(locales)
     found: dict[str, tuple[str, bytes]] = {}
@@ -60,7 +63,7 @@ def read_archive(path: Path, locales: Sequence[str]) -> dict[str, tuple[str, byt
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
         raise DataError(f"cannot read the archive: {exc}", file=str(path)) from exc
     missing = [locale for locale in locales if locale not in found]
-    if missing:
+    if missing and not missing_ok:
         raise DataError(
             f"archive has no <version>/data/<locale>.jsonl for: {', '.join(missing)}",
             file=str(path),

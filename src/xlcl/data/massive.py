@@ -58,6 +58,7 @@ def load_massive(
     *,
     skip_invalid: bool = False,
     sha256: str | None = None,
+    missing_ok: bool = False,
 ) -> MassiveData:
     """Read and validate ``locales`` of MASSIVE from ``source``.
 
@@ -65,17 +66,21 @@ def load_massive(
     URL of a release archive (cached; ``sha256`` is its expected checksum, known for the
     official URL), ``hf://AmazonScience/massive``, or None for ``$XLCL_MASSIVE``. An invalid row
     raises `DataError` naming file, line, id and problem; with ``skip_invalid`` it is left out
-    and recorded in ``quarantine`` instead.
+    and recorded in ``quarantine`` instead. A locale the source lacks is a `DataError`; with
+    ``missing_ok`` the result holds the locales the source has (at least one).
     """
     wanted = require_locales(locales)
     if not wanted:
         raise DataError("no locales requested")
-    content = read_source(source, wanted, sha256=sha256)
+    content = read_source(source, wanted, sha256=sha256, missing_ok=missing_ok)
+    present = {part.locale for part in content.locales}
+    if not present:
+        raise DataError(f"no <locale>.jsonl of MASSIVE in {content.description}")
     quarantine: list[InvalidRow] = []
     collected: dict[str, dict[Split, list[Utterance]]] = {
-        locale: {split: [] for split in SPLITS} for locale in wanted
+        locale: {split: [] for split in SPLITS} for locale in wanted if locale in present
     }
-    seen: dict[str, dict[str, str]] = {locale: {} for locale in wanted}
+    seen: dict[str, dict[str, str]] = {locale: {} for locale in present}
     for part in content.locales:
         for utterance in _convert(part, seen[part.locale], quarantine, skip_invalid):
             collected[part.locale][utterance.split].append(utterance)

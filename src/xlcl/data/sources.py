@@ -49,13 +49,20 @@ def resolve_source(source: str | Path | None) -> str | Path:
 
 
 def read_source(
-    source: str | Path | None, locales: Sequence[str], *, sha256: str | None = None
+    source: str | Path | None,
+    locales: Sequence[str],
+    *,
+    sha256: str | None = None,
+    missing_ok: bool = False,
 ) -> SourceContent:
     """Read ``locales`` from ``source`` (see the module docstring).
 
+    A locale that an archive or directory lacks is a `DataError`; with ``missing_ok`` it is
+    left out of the content instead (the hub has every locale).
+
     ``sha256`` is the expected checksum of an archive fetched from a URL; the official URL's is
     known. A local archive's checksum is that of its bytes; a directory's is the sha256 of the
-    lines ``<file name> <sha256 of file>`` of the requested locales, sorted by locale.
+    lines ``<file name> <sha256 of file>`` of the locales read, sorted by locale.
     """
     resolved = resolve_source(source)
     text = str(resolved)
@@ -64,37 +71,41 @@ def read_source(
         return SourceContent(text, checksum, rows)
     if "://" in text:
         archive = fetch_archive(text, sha256=sha256)
-        rows = _from_archive(archive, locales)
+        rows = _from_archive(archive, locales, missing_ok)
         return SourceContent(text, sha256_file(archive), rows)
     path = Path(resolved).expanduser()
     if path.is_dir():
-        return _from_directory(path, locales)
+        return _from_directory(path, locales, missing_ok)
     if path.is_file():
-        rows = _from_archive(path, locales)  # first: it turns an unreadable file into a DataError
+        rows = _from_archive(
+            path, locales, missing_ok
+        )  # first: it turns an unreadable file into a DataError
         return SourceContent(str(path), sha256_file(path), rows)
     raise DataError(f"MASSIVE source does not exist: {path}")
 
 
-def _from_archive(path: Path, locales: Sequence[str]) -> tuple[LocaleRows, ...]:
-    members = read_archive(path, locales)
-    files = {locale: f"{path.name}:{members[locale][0]}" for locale in locales}
+def _from_archive(path: Path, locales: Sequence[str], missing_ok: bool) -> tuple[LocaleRows, ...]:
+    members = read_archive(path, locales, missing_ok=missing_ok)
+    files = {locale: f"{path.name}:{members[locale][0]}" for locale in locales if locale in members}
     return tuple(
-        LocaleRows(locale, files[locale], jsonl_rows(members[locale][1], files[locale]))
-        for locale in locales
+        LocaleRows(locale, file, jsonl_rows(members[locale][1], file))
+        for locale, file in files.items()
     )
 
 
-def _from_directory(path: Path, locales: Sequence[str]) -> SourceContent:
+def _from_directory(path: Path, locales: Sequence[str], missing_ok: bool) -> SourceContent:
     release = path / "1.1" / "data"
     folder = release if release.is_dir() else path
     files = {locale: folder / f"{locale}.jsonl" for locale in locales}
     missing = [file.name for file in files.values() if not file.is_file()]
-    if missing:
+    if missing_ok:
+        files = {locale: file for locale, file in files.items() if file.is_file()}
+    elif missing:
         raise DataError(f"no {', '.join(missing)} in {folder}", file=str(folder))
     contents = {locale: _read_bytes(file) for locale, file in files.items()}
     listing = "".join(
         f"{files[locale].name} {hashlib.sha256(contents[locale]).hexdigest()}\n"
-        for locale in sorted(locales)
+        for locale in sorted(files)
     )
     rows = tuple(
         LocaleRows(locale, str(file), jsonl_rows(contents[locale], str(file)))

@@ -102,7 +102,17 @@ def load_sweep(
     # Absolute: workers (Ray nodes, Slurm jobs) need not start in the driver's directory.
     where = Path(where).resolve()
     runs = expand(base, spec.grid, spec.variants, where, source=str(path), cases=spec.cases)
+    runs = tuple(_tracked_as(config, path.stem) for config in runs)
     return Sweep(runs=runs, results=where, source=str(path))
+
+
+def _tracked_as(config: RunConfig, group: str) -> RunConfig:
+    """`config` with its trackers' group (MLflow experiment, W&B group) the sweep's name,
+    unless the config names one; the run id does not change."""
+    tracking = config.tracking
+    if not tracking.enabled or tracking.group is not None:
+        return config
+    return config.model_copy(update={"tracking": tracking.model_copy(update={"group": group})})
 
 
 def expand(

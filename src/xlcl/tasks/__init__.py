@@ -99,6 +99,12 @@ class Task:
         """The first `limit` utterances of a locale's split, tokenized with their labels."""
         raise NotImplementedError
 
+    def check_model(self, model_path: str) -> None:
+        """Raise `ConfigError` (one line) if `model_path` cannot give this task's model.
+
+        A run calls it before it writes anything; by default only `build_model` checks.
+        """
+
     def build_model(
         self,
         model_path: str,

@@ -10,7 +10,7 @@ from peft import TaskType
 from transformers import PreTrainedTokenizerBase
 from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
-from xlcl.classifier import build_classifier
+from xlcl.classifier import build_classifier, check_model
 from xlcl.config import DataConfig, LoraSettings
 from xlcl.data import MassiveData, Utterance, load_massive, resolve_order
 from xlcl.encode import EncodedSplit
@@ -63,6 +63,10 @@ class MassiveTask(Task):
     ) -> EncodedSplit:
         """`utterances` (all of one locale) as subwords with their labels."""
         raise NotImplementedError
+
+    def check_model(self, model_path: str) -> None:
+        """`ConfigError` unless `model_path` loads and its architecture has an `auto_class` head."""
+        check_model(model_path, self.auto_class)
 
     def build_model(
         self,
