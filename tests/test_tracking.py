@@ -20,7 +20,14 @@ from xlcl.cli import app
 from xlcl.config import ConfigError, validate_config
 from xlcl.metrics import read_run_dir, summarize, to_square
 from xlcl.protocol import run
-from xlcl.tracking import MLFLOW_DIR, RUN_ID_TAG, SCORE_MATRIX, TENSORBOARD_DIR, WANDB_DIR
+from xlcl.tracking import (
+    MLFLOW_DIR,
+    RUN_ID_TAG,
+    SCORE_MATRIX,
+    TENSORBOARD_DIR,
+    WANDB_DIR,
+    wandb_run_dirs,
+)
 
 ORDER = ["en-US", "de-DE"]
 ALL = ["tensorboard", "mlflow", "wandb"]
@@ -164,7 +171,8 @@ def wandb_records(path: Path) -> Iterator[object]:
 
 def wandb_points(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     points: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted((run_dir.parent / WANDB_DIR).glob(f"*-{run_dir.name}/*.wandb")):
+    for directory in wandb_run_dirs(run_dir.parent, run_dir.name):
+        (path,) = directory.glob("*.wandb")
         for record in wandb_records(path):
             if record.WhichOneof("record_type") != "history":
                 continue
@@ -205,7 +213,7 @@ def test_mlflow_holds_the_config_and_the_score_matrix(tracked):
 
 
 def test_wandb_holds_the_config_and_the_score_matrix(tracked):
-    (directory,) = (tracked.parent / WANDB_DIR).glob(f"offline-run-*-{tracked.name}")
+    (directory,) = wandb_run_dirs(tracked.parent, tracked.name)
     records = list(wandb_records(next(directory.glob("*.wandb"))))
     configs = [r.config for r in records if r.WhichOneof("record_type") == "config"]
     config = {item.key: json.loads(item.value_json) for c in configs for item in c.update}
@@ -259,7 +267,7 @@ def test_a_resumed_run_logs_every_step_once(tiny_model, massive_dir, tmp_path, u
             assert [step for step, _ in logged[name]] == sorted(by_step), (tracker, name)
             values = [value for _, value in logged[name]]
             np.testing.assert_allclose(values, list(by_step.values()), rtol=1e-6)
-    assert len(list((tmp_path / WANDB_DIR).glob(f"offline-run-*-{directory.name}"))) == 2
+    assert len(wandb_run_dirs(tmp_path, directory.name)) == 2
 
 
 # --- failures: one warning line, and the run goes on -----------------------------------
@@ -343,7 +351,9 @@ def test_a_report_is_attached_to_the_tracked_runs(tracked, tmp_path):
         accumulator.Reload()
         texts += accumulator.Tags()["tensors"]
     assert "index/text_summary" in texts
-    saved = (tracked.parent / WANDB_DIR).glob(f"offline-run-*-{tracked.name}/files/index.html")
+    # attaching the report resumes the W&B run: a second attempt directory holds it
+    attempts = wandb_run_dirs(tracked.parent, tracked.name)
+    saved = [path for attempt in attempts for path in attempt.glob("files/index.html")]
     assert [path.read_text() for path in saved] == ["<html>report</html>"]
 
 
@@ -365,3 +375,23 @@ def test_xlcl_run_resume_accepts_a_config_that_differs_only_in_tracking(untracke
     changed = CliRunner().invoke(app, ["run", "--resume", str(untracked), "--set", "train.seed=7"])
     assert changed.exit_code == 2
     assert "train.seed: 42 -> 7" in changed.output
+
+
+def test_wandb_run_dirs_finds_every_attempt_oldest_first(tmp_path):
+    """A resume in the same second as the first attempt gets W&B's ``-1`` suffix."""
+    names = [
+        "offline-run-20261201_214718-abc-1",
+        "offline-run-20261201_214718-abc",
+        "offline-run-20261130_080000-abc",
+        "run-20261201_214719-abc",
+        "offline-run-20261201_214718-abcd",  # another run's id
+        "latest-run",
+    ]
+    for name in names:
+        (tmp_path / WANDB_DIR / name).mkdir(parents=True)
+    assert [path.name for path in wandb_run_dirs(tmp_path, "abc")] == [
+        "offline-run-20261130_080000-abc",
+        "offline-run-20261201_214718-abc",
+        "offline-run-20261201_214718-abc-1",
+        "run-20261201_214719-abc",
+    ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -149,6 +150,17 @@ def _experiment_id(client: Any, name: str) -> str:
         return str(experiment.experiment_id)
 
 
+def wandb_run_dirs(output_dir: Path, run_id: str) -> list[Path]:
+    """The W&B run directories of run `run_id`, oldest first. Each attempt of a resumed run
+    writes its own, and W&B appends ``-1``, ``-2``... to a name taken in the same second."""
+    pattern = re.compile(rf"(?:offline-)?run-(\d{{8}}_\d{{6}})-{re.escape(run_id)}(?:-(\d+))?")
+    found = []
+    for path in (output_dir / WANDB_DIR).glob(f"*-{run_id}*"):
+        if match := pattern.fullmatch(path.name):
+            found.append((match.group(1), int(match.group(2) or 0), path))
+    return [path for *_, path in sorted(found)]
+
+
 class WandbTracker:
     """A W&B run (id = the run id) in `group`; offline files under ``<output_dir>/wandb``."""
 
@@ -157,7 +169,7 @@ class WandbTracker:
 
         where = Path(config.output_dir)
         where.mkdir(parents=True, exist_ok=True)
-        self.fresh = not any((where / WANDB_DIR).glob(f"*-{config.run_id}"))
+        self.fresh = not wandb_run_dirs(where, config.run_id)
         self._run = wandb.init(
             project=settings.project,
             entity=settings.entity,
