@@ -11,12 +11,15 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from metrics.run_dirs import write_new_run_dir
 from xlcl.cli.demo import demo
+from xlcl.config import ConfigError
 from xlcl.demo import (
     METHODS,
     MethodSummary,
     demo_configs,
     machine,
+    summarize_runs,
     summary_markdown,
     system_cbt,
 )
@@ -56,8 +59,8 @@ def test_system_cbt_of_a_joint_run_is_nan():
 
 def test_summary_markdown_shows_points_and_nan_as_a_dash(tmp_path):
     rows = [
-        MethodSummary("VANILLA", tmp_path, 0.4123, -0.0516, 0.2049, 0.0031),
-        MethodSummary("NON-SHARED LoRA 8", tmp_path, 0.35, 0.0, NAN, 0.0031),
+        MethodSummary("VANILLA", (tmp_path,), 0.4123, -0.0516, 0.2049, 0.0031),
+        MethodSummary("NON-SHARED LoRA 8", (tmp_path,), 0.35, 0.0, NAN, 0.0031),
     ]
     assert summary_markdown(rows).splitlines() == [
         "| method | final F1 | CBT | CFT | untrained F1 |",
@@ -65,6 +68,45 @@ def test_summary_markdown_shows_points_and_nan_as_a_dash(tmp_path):
         "| VANILLA | 41.2 | -5.2 | 20.5 | 0.3 |",
         "| NON-SHARED LoRA 8 | 35.0 | 0.0 | – | 0.3 |",
     ]
+
+
+def test_several_seeds_are_summarized_as_mean_and_std_per_method(tmp_path):
+    """Two VANILLA seeds and one SHARED run: the seeds' mean ± std (ddof 1), by hand."""
+    seed_42 = [[0.0, 0.0, 0.0], [0.5, 0.2, 0.1], [0.4, 0.6, 0.2], [0.3, 0.5, 0.7]]
+    seed_43 = [[0.0, 0.0, 0.0], [0.7, 0.2, 0.1], [0.6, 0.8, 0.2], [0.5, 0.5, 0.9]]
+    runs = [
+        ("VANILLA", write_new_run_dir(tmp_path, "a", square(seed_42, SEQUENTIAL), "vanilla")),
+        ("SHARED", write_new_run_dir(tmp_path, "b", square(seed_42, SEQUENTIAL), "shared")),
+        ("VANILLA", write_new_run_dir(tmp_path, "c", square(seed_43, SEQUENTIAL), "vanilla")),
+    ]
+    vanilla, shared = summarize_runs(runs)
+    assert vanilla.run_dirs == (tmp_path / "a", tmp_path / "c")
+    # final F1 1.5/3 and 1.9/3; CBT ((0.3-0.5)+(0.5-0.6))/2 = -0.15 and
+    # ((0.5-0.7)+(0.5-0.8))/2 = -0.25; CFT, per column then over columns, (0.2 + 0.15)/2
+    # both times
+    assert vanilla.final_f1 == pytest.approx(1.7 / 3)
+    assert vanilla.cbt == pytest.approx(-0.2)
+    assert vanilla.cft == pytest.approx(0.175)
+    # the std (ddof 1) of two values d apart is d / sqrt(2)
+    assert vanilla.std == pytest.approx(
+        {"final_f1": 0.4 / 3 / math.sqrt(2), "cbt": 0.1 / math.sqrt(2), "cft": 0, "untrained_f1": 0}
+    )
+    assert shared.std == {}  # one run: no spread to show
+    assert summary_markdown([vanilla, shared]).splitlines()[2:] == [
+        "| VANILLA | 56.7 ± 9.4 | -20.0 ± 7.1 | 17.5 ± 0.0 | 0.0 ± 0.0 |",
+        "| SHARED | 50.0 | -15.0 | 17.5 | 0.0 |",
+    ]
+
+
+def test_seeds_repeat_the_methods_with_the_next_seeds_and_keep_the_first_run_ids(tmp_path):
+    one = demo_configs(out=tmp_path)
+    three = demo_configs(out=tmp_path, seeds=3)
+    assert [config.run_id for _, config in three[:3]] == [config.run_id for _, config in one]
+    assert [config.train.seed for _, config in three] == [42] * 3 + [43] * 3 + [44] * 3
+    assert [config.method for _, config in three] == list(METHODS) * 3
+    assert len({config.run_id for _, config in three}) == 9
+    with pytest.raises(ConfigError, match="--seeds: 0 is not a number of seeds"):
+        demo_configs(seeds=0)
 
 
 @pytest.mark.parametrize("quick", [False, True])

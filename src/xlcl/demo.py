@@ -1,10 +1,11 @@
 """The demo: knowledge loss on a laptop CPU, three methods on real MASSIVE in minutes.
 
 Run it with ``xlcl demo`` (``--quick`` for the CI-sized version, ``--out DIR`` for another
-results directory). It runs the configs of ``configs/demo/`` one after another, each a
-normal run (``xlcl run configs/demo/vanilla.yaml`` gives the same run directory), writes
-the HTML report of the three runs, and summarizes each method by its final F1, CBT and CFT
-(printed, and as a Markdown table in ``summary.md`` beside the report).
+results directory, ``--seeds N`` for N seeds). It runs the configs of ``configs/demo/`` one
+after another, each a normal run (``xlcl run configs/demo/vanilla.yaml`` gives the same run
+directory), writes the HTML report of the runs, and summarizes each method by its final F1,
+CBT and CFT, as mean ± std over the seeds when there are several (printed, and as a Markdown
+table in ``summary.md`` beside the report).
 
 Finished runs are found by run id and not run again, so a second ``xlcl demo`` only
 rebuilds the report. MASSIVE comes from ``$XLCL_MASSIVE`` when it is set, else from the
@@ -17,17 +18,18 @@ import math
 import os
 import platform
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from xlcl.catalog import config_root
-from xlcl.config import RunConfig, load_config
+from xlcl.config import ConfigError, RunConfig, load_config
 from xlcl.data.download import OFFICIAL_URL
 from xlcl.data.sources import ENV_SOURCE
 from xlcl.metrics import ScoreMatrix, cbt, cft, final_locale_score, final_score, read_run_dir
+from xlcl.metrics.across import DDOF
 from xlcl.metrics.per_run import nanmean
 from xlcl.progress import Reporter, Silent
 from xlcl.protocol import run
@@ -43,14 +45,16 @@ SUMMARY_FILE = "summary.md"
 
 @dataclass(frozen=True)
 class MethodSummary:
-    """One method's line of the demo's table (F1 values in [0, 1])."""
+    """One method's line of the demo's table (F1 values in [0, 1]): each metric's mean over
+    the method's runs, one per seed, and its std (ddof 1) when there are several."""
 
     label: str
-    run_dir: Path
+    run_dirs: tuple[Path, ...]
     final_f1: float
     cbt: float
     cft: float
     untrained_f1: float  # mean of R[0, ·]: the untrained model, the level CFT must beat
+    std: dict[str, float] = field(default_factory=dict)  # by metric; empty for one run
 
 
 @dataclass(frozen=True)
@@ -65,14 +69,17 @@ class DemoResult:
 
 
 def demo_configs(
-    quick: bool = False, out: Path | None = None, tracking: Sequence[str] = ()
+    quick: bool = False, out: Path | None = None, tracking: Sequence[str] = (), seeds: int = 1
 ) -> list[tuple[Path, RunConfig]]:
-    """The demo's configs, in run order, with their files.
+    """The demo's configs, in run order, with their files: the methods with the configs'
+    seed, then again with each of the next ``seeds - 1`` seeds (42, then 43, 44...).
 
     ``out`` replaces the configs' ``output_dir``; ``tracking`` names trackers to log to
     (docs/tracking.md; the run ids stay the same). Without ``$XLCL_MASSIVE`` the data source is
     the official archive's URL, which `xlcl.data` downloads once and checks by sha256.
     """
+    if seeds < 1:
+        raise ConfigError(f"--seeds: {seeds} is not a number of seeds (1 or more)")
     directory = CONFIG_DIR / QUICK if quick else CONFIG_DIR
     overrides = [] if out is None else [f"output_dir={out}"]
     if tracking:
@@ -80,7 +87,13 @@ def demo_configs(
     if not os.environ.get(ENV_SOURCE):
         overrides.append(f"data.source={OFFICIAL_URL}")
     paths = [directory / f"{name}.yaml" for name in METHODS]
-    return [(path, load_config(path, overrides)) for path in paths]
+    configs = [(path, load_config(path, overrides)) for path in paths]
+    for extra in range(1, seeds):
+        configs += [
+            (path, load_config(path, [*overrides, f"train.seed={config.train.seed + extra}"]))
+            for path, config in configs[: len(paths)]
+        ]
+    return configs
 
 
 def run_demo(
@@ -88,17 +101,20 @@ def run_demo(
     out: Path | None = None,
     new_reporter: Callable[[], Reporter] = Silent,
     tracking: Sequence[str] = (),
+    seeds: int = 1,
 ) -> DemoResult:
-    """Run (or reuse) the demo's runs, write their report, and summarize each method.
+    """Run (or reuse) the demo's runs, write their report, and summarize each method over
+    ``seeds`` seeds.
 
     Each run reports to its own ``new_reporter()``, so its elapsed and remaining times are
     its own. With ``tracking``, the runs and the report go to those trackers.
     """
-    configs = demo_configs(quick, out, tracking)
+    configs = demo_configs(quick, out, tracking, seeds)
     runs = []
     for index, (path, config) in enumerate(configs, start=1):
         reporter = new_reporter()
-        reporter.message(f"[{index}/{len(configs)}] {config.method_spec.label}: {path}")
+        seed = f" seed {config.train.seed}" if seeds > 1 else ""
+        reporter.message(f"[{index}/{len(configs)}] {config.method_spec.label}{seed}: {path}")
         runs.append((config.method_spec.label, run(config, reporter)))
     run_dirs = [directory for _, directory in runs]
     new_reporter().message("writing the report")
@@ -130,22 +146,30 @@ def machine() -> str:
     return f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+SUMMARY_METRICS = ("final_f1", "cbt", "cft", "untrained_f1")
+
+
 def summarize_runs(runs: Sequence[tuple[str, Path]]) -> list[MethodSummary]:
-    """The demo's table from (label, finished run directory) pairs."""
-    summary = []
+    """The demo's table from (label, finished run directory) pairs: one line per label, in
+    order of first appearance, over that label's runs."""
+    by_label: dict[str, list[Path]] = {}
     for label, directory in runs:
-        matrix = read_run_dir(directory).matrix
-        summary.append(
-            MethodSummary(
-                label=label,
-                run_dir=directory,
-                final_f1=final_score(matrix),
-                cbt=system_cbt(matrix),
-                cft=cft(matrix),
-                untrained_f1=nanmean(matrix.scores[0]),
-            )
-        )
+        by_label.setdefault(label, []).append(directory)
+    summary = []
+    for label, directories in by_label.items():
+        values = np.array([_run_metrics(directory) for directory in directories])
+        means = dict(zip(SUMMARY_METRICS, values.mean(axis=0), strict=True))
+        std = {}
+        if len(directories) > 1:
+            std = dict(zip(SUMMARY_METRICS, values.std(axis=0, ddof=DDOF), strict=True))
+        summary.append(MethodSummary(label, tuple(directories), **means, std=std))
     return summary
+
+
+def _run_metrics(directory: Path) -> list[float]:
+    """One run's values of `SUMMARY_METRICS`."""
+    matrix = read_run_dir(directory).matrix
+    return [final_score(matrix), system_cbt(matrix), cft(matrix), nanmean(matrix.scores[0])]
 
 
 def system_cbt(matrix: ScoreMatrix) -> float:
@@ -169,9 +193,10 @@ SUMMARY_COLUMNS = ("method", "final F1", "CBT", "CFT", "untrained F1")
 
 
 def summary_rows(summary: Sequence[MethodSummary]) -> list[list[str]]:
-    """The table's cells: F1 points (x100) with one decimal, "–" where a metric is NaN."""
+    """The table's cells: F1 points (x100) with one decimal, "–" where a metric is NaN, and
+    "mean ± std" over several seeds."""
     return [
-        [row.label, *(_points(v) for v in (row.final_f1, row.cbt, row.cft, row.untrained_f1))]
+        [row.label, *(_cell(getattr(row, name), row.std.get(name)) for name in SUMMARY_METRICS)]
         for row in summary
     ]
 
@@ -186,5 +211,9 @@ def summary_markdown(summary: Sequence[MethodSummary]) -> str:
     return "\n".join(lines)
 
 
-def _points(value: float) -> str:
-    return "–" if math.isnan(value) else f"{100 * value:.1f}"
+def _cell(mean: float, std: float | None) -> str:
+    if math.isnan(mean):
+        return "–"
+    if std is None:
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"

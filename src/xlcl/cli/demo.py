@@ -1,7 +1,8 @@
-"""`xlcl demo [--out DIR] [--quick]`: knowledge loss on real MASSIVE, on a laptop CPU.
+"""`xlcl demo [--out DIR] [--quick] [--seeds N]`: knowledge loss on real MASSIVE, on a laptop CPU.
 
 Runs VANILLA, SHARED LoRA and NON-SHARED LoRA (``configs/demo/``), writes the HTML report
-and prints where it is, with final F1, CBT and CFT per method. See ``docs/demo.md``.
+and prints where it is, with final F1, CBT and CFT per method (mean ± std over N seeds).
+See ``docs/demo.md``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def demo(
         list[str] | None,
         typer.Option("--track", help="Log the runs and the report to a tracker (repeatable)."),
     ] = None,
+    seeds: Annotated[
+        int,
+        typer.Option("--seeds", help="Run every method with N seeds (42, 43...): mean ± std."),
+    ] = 1,
 ) -> None:
     """Three methods over six locales in minutes: the report, and the loss in one table."""
     try:  # the report needs matplotlib and Jinja2 (the `demo` extra)
@@ -47,7 +52,9 @@ def demo(
     transformers_logging.disable_progress_bar()
     started = time.perf_counter()
     try:
-        result = run_demo(quick=quick, out=out, new_reporter=ConsoleReporter, tracking=track or ())
+        result = run_demo(
+            quick=quick, out=out, new_reporter=ConsoleReporter, tracking=track or (), seeds=seeds
+        )
     except (ConfigError, DataError, ReportInputError) as error:
         fail(str(error))
     console = Console()
@@ -59,7 +66,8 @@ def demo(
     console.print(table)
     typer.echo(result.measured_on)
     console.print(
-        "F1 points (x100). CBT < 0: forgetting. CFT > untrained F1 (mean of R[0, ·]): "
+        f"F1 points (x100){', mean ± std over {seeds} seeds' if seeds > 1 else ''}. "
+        "CBT < 0: forgetting. CFT > untrained F1 (mean of R[0, ·]): "
         "zero-shot transfer. NON-SHARED LoRA keeps an adapter per locale: CBT 0 by construction."
     )
     typer.echo(f"report: {result.report}")
