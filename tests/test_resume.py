@@ -96,6 +96,7 @@ REMEDIES = [
     {"name": "ewc", "ewc_lambda": 10.0},
     {"name": "lwf", "alpha": 1.0},
     {"name": "agem", "mem_size": 4, "sample_size": 2},
+    {"name": "lr-adjust", "factor": 0.5},  # stateless: the resumed step's rate comes back
 ]
 # O-LoRA's frozen adapters, on a LoRA method (it modifies adapters); both terms on.
 OLORA = {"name": "olora", "lambda_orth": 0.5, "lambda_l2": 0.1}
