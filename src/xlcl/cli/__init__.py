@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from xlcl.cli import data, demo, metrics, model, params, query, report, run, sweep
+from xlcl.cli import data, demo, metrics, model, params, plan, query, report, run, sweep
 
 app = typer.Typer(
     name="xlcl",
@@ -24,6 +24,7 @@ app.command("metrics")(metrics.metrics)
 app.command("report")(report.report)
 app.add_typer(sweep.app, name="sweep")
 app.command("query")(query.query)
+app.add_typer(plan.app, name="plan")
 
 
 def main() -> None:
