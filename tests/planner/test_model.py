@@ -9,7 +9,7 @@ from planner.helpers import flat_distances, synthetic_matrix, write_runs
 from xlcl.metrics import Run, ScoreMatrix, load
 from xlcl.planner import PlannerError, fit, load_model
 from xlcl.planner.features import feature_names
-from xlcl.planner.model import base_width, examples, fit_estimator
+from xlcl.planner.model import MEAN_BASELINE, base_width, examples, fit_estimator
 
 REPO = Path(__file__).resolve().parents[2]
 LOCALES = ("en-US", "de-DE", "ru-RU", "ja-JP", "th-TH", "es-ES")
@@ -65,11 +65,8 @@ def test_fit_records_what_it_was_fitted_for_and_beats_the_mean(fitted) -> None: 
     assert len(fitted.table.target) == 3 * 15
     errors = fitted.cross_validation
     kept = fitted.label() if fitted.estimator.kind == "ridge" else "gradient-boosted trees"
-    assert (
-        min(e["mae"] for k, e in errors.items() if k != "mean effect (no model)")
-        == (errors[kept]["mae"])
-    )
-    assert errors[kept]["mae"] < errors["mean effect (no model)"]["mae"]
+    assert min(e["mae"] for k, e in errors.items() if k != MEAN_BASELINE) == (errors[kept]["mae"])
+    assert errors[kept]["mae"] < errors[MEAN_BASELINE]["mae"]
     assert fitted.learning_scores["en-US"] == pytest.approx(0.7)
 
 
@@ -132,4 +129,4 @@ def test_fit_on_the_measured_remedy_runs() -> None:
     # measured when the planner was written: the ridge beats predicting the mean effect
     assert model.label() == "ridge alpha=10"
     assert errors["ridge alpha=10"]["mae"] == pytest.approx(0.0674, abs=1e-3)
-    assert errors["mean effect (no model)"]["mae"] == pytest.approx(0.0838, abs=1e-3)
+    assert errors[MEAN_BASELINE]["mae"] == pytest.approx(0.0838, abs=1e-3)

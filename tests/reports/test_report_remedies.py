@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -68,14 +69,17 @@ def test_the_remedy_is_paired_with_its_plain_runs(remedies):
 
 def test_the_report_has_a_remedies_section_and_figure(remedies):
     html = remedies.html.read_text(encoding="utf-8")
-    assert 'id="remedies"' in html and 'href="#remedies"' in html
+    assert 'id="remedies-section"' in html and 'href="#remedies-section"' in html
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), "an HTML id used twice"
     assert "VANILLA + ewc" in html
-    assert {p.name for p in remedies.figures} >= {"remedies.png", "remedies.pdf"}
+    figures = {p.name for p in remedies.figures}
+    assert figures >= {"remedies_cbt_final.png", "remedies_cbt_final.pdf"}
     markdown = next(p for p in remedies.tables if p.name == "remedies.md").read_text()
     assert "1.250 ± 0.071" in markdown  # the training-time ratio, paired
 
 
 def test_runs_without_remedies_have_no_remedies_section(built):
     html = Path(built.html).read_text(encoding="utf-8")
-    assert 'id="remedies"' not in html
+    assert 'id="remedies' not in html
     assert not any(p.name.startswith("remedies") for p in built.tables)

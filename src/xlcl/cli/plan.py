@@ -67,6 +67,7 @@ def fit(
     except (MetricsInputError, PlannerError) as err:
         fail(str(err))
     model = report.model
+    out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
     for note in notes:
         typer.echo(note, err=True)

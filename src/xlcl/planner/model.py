@@ -38,6 +38,7 @@ from xlcl.planner.features import (
 FORMAT = "xlcl-interference-model"
 POSITION_FEATURES = ("inverse_hop", "relative_step")
 INTERACTION = "×inverse_hop"  # suffix of a pair feature's product with 1/h
+MEAN_BASELINE = "mean effect (no model)"  # the cross-validation entry a model must beat
 MIN_RUNS = 2  # one order confounds a pair's effect with its positions
 MIN_LOCALES = 3  # leaving one out must leave a pair to fit on
 RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0)
@@ -455,7 +456,7 @@ def fit(
         _candidate_name(kind, params): leave_one_locale_out(table, kind, params)
         for kind, params in candidates()
     }
-    scores["mean effect (no model)"] = _mean_baseline(table)
+    scores[MEAN_BASELINE] = _mean_baseline(table)
     best_kind, best_params = min(
         candidates(), key=lambda c: scores[_candidate_name(c[0], c[1])]["mae"]
     )

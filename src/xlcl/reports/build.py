@@ -10,8 +10,9 @@ from xlcl.metrics import DEFAULT_HOPS, MetricsInputError
 from xlcl.metrics.bootstrap import DEFAULT_RESAMPLES, Bootstrap
 from xlcl.reports.analysis import locale_facts, summarize_labels, with_intervals
 from xlcl.reports.collect import ReportInputError, collect
-from xlcl.reports.figures import all_plots, save_plot
-from xlcl.reports.html import HtmlFigure, Remedies, render_html
+from xlcl.reports.figures import Plot, all_plots, save_plot
+from xlcl.reports.html import HtmlFigure, Planner, Remedies, render_html
+from xlcl.reports.planner import planner_section
 from xlcl.reports.remedies import remedies_plot, remedies_table
 from xlcl.reports.tables import per_locale_table, table1, table2, write_table
 
@@ -42,6 +43,7 @@ def build_report(
     Finished runs are aggregated per label (method, rank, model), mean ± std over orders;
     unfinished ones are shown with the steps they have, each on its own. Where runs keep
     per-utterance counts, Tables 1 and 2 add 95% bootstrap intervals (`resamples`, seed 0).
+    Interference models in an input's ``planner/`` folder add the Planner section.
     Raises ``ReportInputError`` when the inputs hold nothing to report, or counts that
     disagree with their score table.
     """
@@ -54,8 +56,9 @@ def build_report(
             "each on its own row, never averaged with finished runs."
         )
     summaries = summarize_labels(collected.runs, hops)
+    boot = Bootstrap(resamples=resamples)  # one set of draws for every interval of the report
     try:
-        summaries = with_intervals(summaries, Bootstrap(resamples=resamples))
+        summaries = with_intervals(summaries, boot)
     except MetricsInputError as err:
         raise ReportInputError(str(err)) from err
     missing = [m for s in summaries if s.intervals for m in s.intervals.missing]
@@ -74,24 +77,37 @@ def build_report(
             table_paths += write_table(table, out / TABLES)
     plots, plot_notes = all_plots(summaries, facts)
     notes += plot_notes
-    figure_paths, html_figures = [], []
+    figure_paths: list[Path] = []
+    html_figures: list[HtmlFigure] = []
     for plot in plots:
-        png, pdf = save_plot(plot, out / FIGURES)
-        figure_paths += [png, pdf]
-        html_figures.append(HtmlFigure(plot.name, plot.title, plot.caption, png.read_bytes()))
+        paths, figure = _save_plot(plot, out)
+        figure_paths += paths
+        html_figures.append(figure)
     remedies = None
     remedy_table, remedy_plot = remedies_table(summaries), remedies_plot(summaries)
     if remedy_table is not None and remedy_plot is not None:
         table_paths += write_table(remedy_table, out / TABLES)
-        png, pdf = save_plot(remedy_plot, out / FIGURES)
-        figure_paths += [png, pdf]
-        figure = HtmlFigure(
-            remedy_plot.name, remedy_plot.title, remedy_plot.caption, png.read_bytes()
-        )
+        paths, figure = _save_plot(remedy_plot, out)
+        figure_paths += paths
         remedies = Remedies(remedy_table, figure)
+    planner = None
+    section, planner_notes = planner_section(inputs, summaries, boot)
+    notes += planner_notes
+    if section is not None:
+        for table in (section.predictions, section.weights):
+            table_paths += write_table(table, out / TABLES)
+        paths, figure = _save_plot(section.plot, out)
+        figure_paths += paths
+        planner = Planner(section.predictions, section.weights, figure)
     html = out / REPORT
-    html.write_text(
-        render_html(tables, per_locale, html_figures, collected.runs, notes, inputs, remedies),
-        encoding="utf-8",
+    page = render_html(
+        tables, per_locale, html_figures, collected.runs, notes, inputs, remedies, planner
     )
+    html.write_text(page, encoding="utf-8")
     return ReportFiles(html, table_paths, figure_paths, len(collected.runs), notes)
+
+
+def _save_plot(plot: Plot, out: Path) -> tuple[list[Path], HtmlFigure]:
+    """``plot`` saved under ``out/figures``: its files, and the figure as the page shows it."""
+    png, pdf = save_plot(plot, out / FIGURES)
+    return [png, pdf], HtmlFigure(plot.name, plot.title, plot.caption, png.read_bytes())

@@ -36,6 +36,15 @@ class Remedies:
     figure: HtmlFigure
 
 
+@dataclass(frozen=True)
+class Planner:
+    """The Planner section: predicted against measured CBT (table, figure), models' weights."""
+
+    predictions: Table
+    weights: Table
+    figure: HtmlFigure
+
+
 def render_html(
     tables: Sequence[Table],
     per_locale: Table,
@@ -44,8 +53,10 @@ def render_html(
     notes: Sequence[str],
     inputs: Sequence[Path],
     remedies: Remedies | None = None,
+    planner: Planner | None = None,
 ) -> str:
-    """The report page: tables, figures, remedies, per-locale view, each run's manifest, notes."""
+    """The report page: tables, figures, remedies, planner, per-locale view, each run's
+    manifest, notes."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(TEMPLATE)
     return template.render(
@@ -57,6 +68,13 @@ def render_html(
         remedies=None
         if remedies is None
         else {"table": _table(remedies.table), "figure": _figure(remedies.figure)},
+        planner=None
+        if planner is None
+        else {
+            "predictions": _table(planner.predictions),
+            "weights": _table(planner.weights),
+            "figure": _figure(planner.figure),
+        },
         per_locale=_per_locale(per_locale),
         runs=[_run(r) for r in runs],
     )
@@ -156,7 +174,8 @@ td.id code { white-space: nowrap; word-break: normal; }
 <p class="notes">Generated {{ generated }} from {{ inputs | join(", ") }};
 {{ runs | length }} run(s).</p>
 <nav><a href="#tables">Tables</a><a href="#figures">Figures</a>
-{% if remedies %}<a href="#remedies">Remedies</a>{% endif %}
+{% if remedies %}<a href="#remedies-section">Remedies</a>{% endif %}
+{%- if planner %}<a href="#planner">Planner</a>{% endif %}
 <a href="#locales">Per locale</a><a href="#runs">Runs</a></nav>
 {% if notes %}<h2 id="notes">Notes</h2>
 <ul class="notes">{% for note in notes %}<li>{{ note }}</li>{% endfor %}</ul>{% endif %}
@@ -178,7 +197,7 @@ td.id code { white-space: nowrap; word-break: normal; }
 </figure>
 {% endfor %}
 
-{% if remedies %}<h2 id="remedies">Remedies</h2>
+{% if remedies %}<h2 id="remedies-section">Remedies</h2>
 <p class="notes">Each remedy against forgetting beside the plain method it modifies
 (docs/remedies.md).</p>
 <figure id="{{ remedies.figure.name }}">
@@ -187,6 +206,19 @@ td.id code { white-space: nowrap; word-break: normal; }
 </figure>
 {{ grid(remedies.table) }}
 <ul class="notes">{% for note in remedies.table.notes %}<li>{{ note }}</li>{% endfor %}</ul>
+{% endif %}
+{%- if planner %}<h2 id="planner">Planner</h2>
+<p class="notes">The CBT each interference model (<code>xlcl plan fit</code>, docs/planner.md)
+predicts for the runs of its label, against the CBT they measured.</p>
+<figure id="{{ planner.figure.name }}">
+<img src="{{ planner.figure.src }}" alt="{{ planner.figure.title }}">
+<figcaption><strong>{{ planner.figure.title }}.</strong> {{ planner.figure.caption }}</figcaption>
+</figure>
+{% for t in [planner.predictions, planner.weights] %}
+<h3 id="{{ t.name }}">{{ t.title }}</h3>
+{{ grid(t) }}
+<ul class="notes">{% for note in t.notes %}<li>{{ note }}</li>{% endfor %}</ul>
+{% endfor %}
 {% endif %}
 
 <h2 id="locales">Per locale</h2>

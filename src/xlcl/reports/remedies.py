@@ -148,7 +148,7 @@ def remedies_plot(summaries: Sequence[LabelSummary]) -> Plot | None:
         f"method: mean CBT and final {metric} over the runs (orders and seeds), bars ± std. "
         "Up and to the right is better."
     )
-    return Plot("remedies", f"Remedies: CBT against final {metric}", caption, fig)
+    return Plot("remedies_cbt_final", f"Remedies: CBT against final {metric}", caption, fig)
 
 
 def _pair(stats: Mapping[tuple[str, str], float], q: str) -> tuple[float, float]:

@@ -25,7 +25,10 @@ from xlcl.reports.analysis import LabelSummary, shared_metric
 
 NA = "–"
 VITALITY = ("low", "mid", "high")
-TEXT_COLUMNS = ("Method", "Model", "Status", "Metric", "Locale", "Script", "Family", "Vitality")
+TEXT_COLUMNS = (
+    *("Method", "Model", "Status", "Metric", "Locale", "Script", "Family", "Vitality"),
+    *("Remedy", "Interference model", "Run", "Order", "Feature", "Locales seen in fit"),
+)
 
 
 @dataclass(frozen=True, eq=False)
