@@ -29,7 +29,7 @@ from xlcl.config import LoraSettings, TrainConfig, validate_config
 from xlcl.evaluate.scoring import predict_words
 from xlcl.methods import method
 from xlcl.metrics.intervals import disagreement
-from xlcl.store import RunStore, ScoreCell
+from xlcl.store import RunStore, ScoreCell, cpu_model
 from xlcl.tasks import TaskScore
 from xlcl.tasks.massive_slots import MassiveSlots
 
@@ -83,7 +83,11 @@ def test_a_run_keeps_each_utterance_s_counts_and_a_resumed_one_the_same_bytes(
     monkeypatch.setattr(xlcl.protocol, "save_checkpoint", original)
     assert written["steps"].tolist() == [0, 1, 2]
     resumed = xlcl.protocol.run(stopped)
-    assert json.loads((resumed / "manifest.json").read_text())["resumed"][0]["after_step"] == 1
+    manifest = json.loads((resumed / "manifest.json").read_text())
+    assert manifest["resumed"][0]["after_step"] == 1
+    # the digits depend on the CPU and the threads: both recorded, at the start and each resume
+    here = {"cpu": cpu_model(), "threads": torch.get_num_threads()}
+    assert manifest["machine"] == manifest["resumed"][0]["machine"] == here
     assert (resumed / UTTERANCES).read_bytes() == (reference / UTTERANCES).read_bytes()
 
 

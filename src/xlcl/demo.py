@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from xlcl.metrics.per_run import nanmean
 from xlcl.progress import Reporter, Silent
 from xlcl.protocol import run
 from xlcl.reports import build_report
+from xlcl.store import cpu_model
 from xlcl.tracking import attach_report
 
 CONFIG_DIR = config_root() / "demo"  # the packaged configs/demo/
@@ -66,6 +66,7 @@ class DemoResult:
     summary: list[MethodSummary]
     summary_file: Path  # the table in Markdown, beside the report
     measured_on: str = ""  # "Measured on <CPU>, torch <version>, <n> threads."
+    spread: str = ""  # ", mean ± std (ddof 1) over seeds 42, 43, 44" with several seeds
 
 
 def demo_configs(
@@ -125,8 +126,13 @@ def run_demo(
     summary = summarize_runs(runs)
     summary_file = files.html.parent / SUMMARY_FILE
     measured = f"Measured on {machine()}."
-    summary_file.write_text(f"{summary_markdown(summary)}\n\n{measured}\n", encoding="utf-8")
-    return DemoResult(run_dirs, files.html, summary, summary_file, measured)
+    spread = ""
+    if seeds > 1:
+        used = sorted({config.train.seed for _, config in configs})
+        spread = f", mean ± std (ddof 1) over seeds {', '.join(map(str, used))}"
+    text = f"{summary_markdown(summary)}\n\nF1 points (x100){spread}. {measured}\n"
+    summary_file.write_text(text, encoding="utf-8")
+    return DemoResult(run_dirs, files.html, summary, summary_file, measured, spread)
 
 
 def machine() -> str:
@@ -135,15 +141,7 @@ def machine() -> str:
     Floating-point reductions differ between CPUs (with or without AMX, say), and training
     on little data amplifies the difference to a few F1 points (docs/demo.md).
     """
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 SUMMARY_METRICS = ("final_f1", "cbt", "cft", "untrained_f1")

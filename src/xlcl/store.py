@@ -82,6 +82,29 @@ def _atomic_parquet(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda temporary: frame.to_parquet(temporary, index=False))
 
 
+def machine() -> dict[str, Any]:
+    """The CPU model and torch's thread count: what a CPU run's digits depend on.
+
+    Floating-point reductions differ between CPUs (with or without AMX, say) and between
+    thread counts, and training on little data amplifies the difference to a few F1 points.
+    A run resumes bit-identically only on the same CPU with the same threads.
+    """
+    import torch  # here: readers of run directories (query, sweeps) never load torch
+
+    return {"cpu": cpu_model(), "threads": torch.get_num_threads()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def package_versions() -> dict[str, str]:
     """Versions of the packages that decide a run's numbers."""
     versions = {"python": platform.python_version()}
@@ -146,6 +169,7 @@ class RunStore:
             "versions": package_versions(),
             "git_revision": git_revision(),
             "device": device,
+            "machine": machine(),
             "seed": config.train.seed,
             "data_checksum": data_checksum,
             "started_at": _now(),
@@ -173,7 +197,7 @@ class RunStore:
         if (directory / UTTERANCES).exists():
             counts = read_cell_counts(directory / UTTERANCES).up_to(after_step)
             store._utterances = list(counts.cells())
-        resumed = {"at": _now(), "after_step": after_step}
+        resumed = {"at": _now(), "after_step": after_step, "machine": machine()}
         manifest["resumed"] = [*manifest.get("resumed", []), resumed]
         manifest.update(status="running", finished_at=None, error=None)
         store._write_manifest()

@@ -66,7 +66,7 @@ def demo(
     console.print(table)
     typer.echo(result.measured_on)
     console.print(
-        f"F1 points (x100){', mean ± std over {seeds} seeds' if seeds > 1 else ''}. "
+        f"F1 points (x100){result.spread}. "
         "CBT < 0: forgetting. CFT > untrained F1 (mean of R[0, ·]): "
         "zero-shot transfer. NON-SHARED LoRA keeps an adapter per locale: CBT 0 by construction."
     )
