@@ -86,3 +86,25 @@ def test_the_paper_sweep_is_the_paper_grid_with_the_paper_configs_run_ids():
     for path in sorted((REPO / "configs" / "paper").glob("*.yaml")):
         for order in range(1, 6):
             assert load_config(path, [f"order={order}"]).run_id in ids, (path.name, order)
+
+
+@pytest.mark.parametrize("name", ["replication", "replication-gpu", "replication-xlmr"])
+def test_the_replication_sweeps_run_each_method_once_or_per_order(name):
+    """Orders 1, 2 and 5 for the sequential methods; MULTI, MONO and NON-SHARED once."""
+    sweep = load_sweep(REPO / "configs" / "sweeps" / f"{name}.yaml")
+    by_label: dict[str, list[str]] = {}
+    for run in sweep.runs:
+        assert run.locales is None  # all 52
+        by_label.setdefault(run.method_spec.label, []).append(str(run.order))
+    low, high = (32, 256) if name == "replication-xlmr" else (16, 64)
+    assert by_label == {
+        "MULTI": ["1"],
+        "MONO": ["1"],
+        f"NON-SHARED LoRA {low}": ["1"],
+        "VANILLA": ["1", "2", "5"],
+        f"SHARED LoRA {low}": ["1", "2", "5"],
+        f"SHARED LoRA {high}": ["1", "2", "5"],
+    }
+    if name == "replication-xlmr":  # the paper sweep's runs: results serve both
+        paper = load_sweep(REPO / "configs" / "sweeps" / "paper.yaml").by_id()
+        assert set(sweep.by_id()) <= set(paper)
