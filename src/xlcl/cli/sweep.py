@@ -187,16 +187,16 @@ def _dry_run(sweep: Any, json_out: bool) -> None:
             _hours(row["cost"]["gpu_hours"]),
         )
     unknown = total["runs_without_estimate"]
-    hours = f"about {total['gpu_hours']:.0f} GPU-hours"
+    estimate = f"about {total['gpu_hours']:.0f} GPU-hours"
     if unknown:
         speed = f"{unknown} run(s) of a model of unknown speed"
-        hours = speed if unknown == total["to_run"] else f"{hours} + {speed}"
+        estimate = speed if unknown == total["to_run"] else f"{estimate} + {speed}"
     console = Console()
     console.print(table)
     console.print(
         f"to run: {total['to_run']} of {total['runs']} runs, "
         f"{total['train_utterance_epochs'] / 1e6:.1f}M utterance-epochs (upper bound), "
-        f"{hours} (see docs/sweeps.md for the throughput assumed)"
+        f"{estimate} (see docs/sweeps.md for the throughput assumed)"
     )
 
 
