@@ -187,16 +187,16 @@ def _dry_run(sweep: Any, json_out: bool) -> None:
             _hours(row["cost"]["gpu_hours"]),
         )
     unknown = total["runs_without_estimate"]
-    estimate = f"about {total['gpu_hours']:.0f} GPU-hours"
+    expected = f"about {total['gpu_hours']:.0f} GPU-hours"
     if unknown:
         speed = f"{unknown} run(s) of a model of unknown speed"
-        estimate = speed if unknown == total["to_run"] else f"{estimate} + {speed}"
+        expected = speed if unknown == total["to_run"] else f"{expected} + {speed}"
     console = Console()
     console.print(table)
     console.print(
         f"to run: {total['to_run']} of {total['runs']} runs, "
         f"{total['train_utterance_epochs'] / 1e6:.1f}M utterance-epochs (upper bound), "
-        f"{estimate} (see docs/sweeps.md for the throughput assumed)"
+        f"{expected} (see docs/sweeps.md for the throughput assumed)"
     )
 
 
