@@ -21,7 +21,13 @@ def test_the_checkout_configs_are_the_packaged_ones():
     assert "paper/vanilla" in packaged_names()
     assert "demo/quick/vanilla" in packaged_names()
     assert not any(name.startswith("sweeps/") for name in packaged_names())
-    assert packaged_names(sweeps=True) == ["sweeps/paper", "sweeps/remedies"]
+    assert packaged_names(sweeps=True) == [
+        "sweeps/paper",
+        "sweeps/remedies",
+        "sweeps/replication",
+        "sweeps/replication-gpu",
+        "sweeps/replication-xlmr",
+    ]
 
 
 def test_find_config_prefers_a_file_on_disk(tmp_path, monkeypatch):
