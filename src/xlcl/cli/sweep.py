@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +18,9 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from xlcl.cli.errors import fail
+
+if TYPE_CHECKING:
+    from xlcl.sweep.cost import Priced, SweepCost, Total
 
 
 class _RunByDefault(TyperGroup):
@@ -68,6 +72,14 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="list the runs and their cost; run nothing")
     ] = False,
+    calibrate: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--calibrate",
+            help="with --dry-run: results or run directories whose finished runs' curves "
+            "give the epochs a step runs (repeatable)",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     overrides: Annotated[
         list[str] | None,
@@ -100,8 +112,10 @@ def run(
         sweep = load_sweep(find_config(sweep_file, sweep=True), results, overrides or [])
     except (ConfigError, ValueError) as error:
         fail(str(error))
+    if calibrate and not dry_run:
+        fail("--calibrate prices a dry run: add --dry-run")
     if dry_run:
-        _dry_run(sweep, json_out)
+        _dry_run(sweep, json_out, calibrate or [])
         return
     try:
         chosen = make_backend(
@@ -143,61 +157,128 @@ def status(
     _show(entries, results, json_out)
 
 
-def _dry_run(sweep: Any, json_out: bool) -> None:
-    from xlcl.sweep import describe, estimate
+def _dry_run(sweep: Any, json_out: bool, calibrate: list[Path]) -> None:
+    from xlcl.sweep import describe
+    from xlcl.sweep.cost import estimate_sweep, read_calibration
     from xlcl.sweep.state import run_status
 
+    try:
+        calibration = read_calibration(calibrate) if calibrate else None
+    except ValueError as error:
+        fail(str(error))
     rows = []
     for config in sweep.runs:
-        cost = estimate(config)
         row = describe(config)
         row["state"] = run_status(sweep.results / config.run_id, row["steps"]).state.value
-        row["cost"] = {
-            "train_utterance_epochs": cost.train_utterance_epochs,
-            "scored_utterances": cost.scored_utterances,
-            "gpu_hours": cost.gpu_hours,
-        }
         rows.append(row)
-    todo = [row for row in rows if row["state"] != "done"]
-    hours = [row["cost"]["gpu_hours"] for row in todo]
+    done = {row["run_id"] for row in rows if row["state"] == "done"}
+    priced = estimate_sweep(sweep.runs, done, calibration)
+    if not json_out:
+        calibrated_from = ""
+        if calibration is not None:
+            paths = " ".join(map(str, calibrate))
+            calibrated_from = f"{len(calibration.runs)} finished runs in {paths}"
+        _print_dry_run(sweep, rows, priced, calibrated_from)
+        return
+    for row in rows:
+        run_id = row["run_id"]
+        row["replicate_of"] = priced.replicate_of.get(run_id)
+        row["cost"] = asdict(priced.upper_bound.costs[run_id])
+        calibrated = priced.calibrated
+        row["calibrated_cost"] = None if calibrated is None else asdict(calibrated.costs[run_id])
     total = {
         "runs": len(rows),
-        "to_run": len(todo),
-        "train_utterance_epochs": sum(row["cost"]["train_utterance_epochs"] for row in todo),
-        "gpu_hours": sum(h for h in hours if h is not None),
-        "runs_without_estimate": sum(h is None for h in hours),
+        "to_run": priced.upper_bound.to_run.runs,
+        "replicates": len(priced.replicate_of),
+        "upper_bound": _totals(priced.upper_bound),
+        "calibrated": None if priced.calibrated is None else _totals(priced.calibrated),
+        "calibrated_from": [str(path) for path in calibrate],
+        "calibration_runs": None if calibration is None else len(calibration.runs),
     }
-    if json_out:
-        document = {"results": str(sweep.results), "runs": rows, "total": total}
-        typer.echo(json.dumps(document, ensure_ascii=False))
-        return
+    document = {"results": str(sweep.results), "runs": rows, "total": total}
+    typer.echo(json.dumps(document, ensure_ascii=False))
+
+
+def _totals(priced: Priced) -> dict[str, Any]:
+    return {"to_run": asdict(priced.to_run), "once": asdict(priced.once)}
+
+
+def _print_dry_run(
+    sweep: Any, rows: list[dict[str, Any]], priced: SweepCost, calibrated_from: str
+) -> None:
+    console = Console()
+    console.print(_dry_run_table(sweep, rows, priced))
+    line = f"to run: {priced.upper_bound.to_run.runs} of {len(rows)} runs"
+    if priced.replicate_of:
+        line += (
+            f"; {len(priced.replicate_of)} of the {len(rows)} repeat an order-independent "
+            "run under another order (replicate of)"
+        )
+    console.print(line)
+    console.print(_summary("upper bound (every step all train.epochs)", priced.upper_bound))
+    if priced.calibrated is None:
+        console.print("calibrated: add --calibrate RESULTS (epochs per step from finished runs)")
+    else:
+        console.print(_summary(f"calibrated ({calibrated_from})", priced.calibrated))
+    console.print("throughput and overheads assumed: docs/sweeps.md")
+
+
+def _dry_run_table(sweep: Any, rows: list[dict[str, Any]], priced: SweepCost) -> Table:
+    columns = ["run", "method", "model", "order", "seed", "state"]
+    if priced.replicate_of:
+        columns.append("replicate of")
+    columns += ["utt-epochs", "GPU-h"]
+    if priced.calibrated is not None:
+        columns += ["epochs/step", "utt-epochs cal.", "GPU-h cal."]
     table = Table(title=f"{sweep.source}: {len(rows)} runs -> {sweep.results}")
-    for column in ("run", "method", "model", "order", "seed", "state", "utt-epochs", "GPU-h"):
-        right = column in ("seed", "utt-epochs", "GPU-h")
+    for column in columns:
+        right = column in ("seed", "utt-epochs", "GPU-h", "utt-epochs cal.", "GPU-h cal.")
         table.add_column(column, justify="right" if right else "left", no_wrap=column == "run")
     for row in rows:
-        table.add_row(
-            row["run_id"],
+        run_id = row["run_id"]
+        upper = priced.upper_bound.costs[run_id]
+        cells = [
+            run_id,
             row["label"],
             _model(row["model"]),
             _order(row["order"]),
             str(row["seed"]),
             _styled(row["state"]),
-            f"{row['cost']['train_utterance_epochs'] / 1e6:.2f}M",
-            _hours(row["cost"]["gpu_hours"]),
-        )
-    unknown = total["runs_without_estimate"]
-    expected = f"about {total['gpu_hours']:.0f} GPU-hours"
+        ]
+        if priced.replicate_of:
+            cells.append(priced.replicate_of.get(run_id, ""))
+        cells += [_count(upper.train_utterance_epochs), _hours(upper.gpu_hours)]
+        if priced.calibrated is not None:
+            calibrated = priced.calibrated.costs[run_id]
+            cells += [
+                f"{calibrated.epochs.per_step:.2f} {calibrated.epochs.basis}",
+                _count(calibrated.train_utterance_epochs),
+                _hours(calibrated.gpu_hours),
+            ]
+        table.add_row(*cells)
+    return table
+
+
+def _summary(name: str, priced: Priced) -> str:
+    text = f"{name}: {_total(priced.to_run)}"
+    if priced.once.runs == priced.to_run.runs:
+        return text
+    return f"{text}; each replicate once: {_total(priced.once)}"
+
+
+def _total(total: Total) -> str:
+    hours = f"about {total.gpu_hours:,.0f} GPU-hours"
+    unknown = total.runs_without_hours
     if unknown:
         speed = f"{unknown} run(s) of a model of unknown speed"
-        expected = speed if unknown == total["to_run"] else f"{expected} + {speed}"
-    console = Console()
-    console.print(table)
-    console.print(
-        f"to run: {total['to_run']} of {total['runs']} runs, "
-        f"{total['train_utterance_epochs'] / 1e6:.1f}M utterance-epochs (upper bound), "
-        f"{expected} (see docs/sweeps.md for the throughput assumed)"
-    )
+        hours = speed if unknown == total.runs else f"{hours} + {speed}"
+    return f"{total.runs} runs, {_count(total.train_utterance_epochs)} utterance-epochs, {hours}"
+
+
+def _count(value: float) -> str:
+    if value >= 1e6:
+        return f"{value / 1e6:,.2f}M"
+    return f"{value / 1e3:,.2f}k" if value >= 1e3 else f"{value:,.0f}"
 
 
 def _show(entries: list[Any], results: Path, json_out: bool) -> None:
