@@ -108,22 +108,21 @@ class Scorer:
     def cells(
         self, model: torch.nn.Module, step: int, trained: str | None, scored: Sequence[str]
     ) -> list[ScoreCell]:
-        """Row `step`: `model` scored on the locales in `scored`; the other cells are NaN."""
+        """Row `step`: `model` scored on the locales in `scored`; the other cells are NaN.
+
+        The scored locales' test sets go to `Task.score_each` together (the built-in tasks
+        score them in one pass).
+        """
+        locales = [locale for locale in self.order if locale in scored]
+        tests = [self.splits[locale]["test"] for locale in locales]
+        each = self.task.score_each(
+            model, tests, self.labels, self.batch_size, self.pad_id, self.device, self.precision
+        )
+        scores = dict(zip(locales, each, strict=True))
         cells = []
         for locale in self.order:
             test = self.splits[locale]["test"]
-            if locale in scored:
-                score = self.task.score(
-                    model,
-                    [test],
-                    self.labels,
-                    self.batch_size,
-                    self.pad_id,
-                    self.device,
-                    self.precision,
-                )
-            else:
-                score = self.task.unscored(test, self.labels)
+            score = scores[locale] if locale in scores else self.task.unscored(test, self.labels)
             cells.append(
                 ScoreCell(
                     step,

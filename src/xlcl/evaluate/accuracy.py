@@ -24,16 +24,13 @@ def predict_sequences(
     device: torch.device,
     precision: str = "auto",
 ) -> np.ndarray:
-    """Predicted label id of every utterance of `splits`, in the order of their concatenation.
+    """Predicted label id of every utterance of `splits`, in the order of their concatenation,
+    from one pass over all of them.
 
     The model runs in eval mode and is put back in the mode it was in.
     """
-    if not splits:
-        raise ValueError("no split to score")
-    on_device = argmax_by_length(model, splits, batch_size, pad_id, device, precision)
-    by_length = torch.cat(on_device).cpu().numpy()  # one host-device sync for the pass
-    # The batches hold the utterances sorted by length: undo that.
-    lengths = np.concatenate([split.lengths for split in splits])
-    predicted = np.empty(len(lengths), dtype=np.int64)
-    predicted[np.argsort(lengths, kind="stable")] = by_length
+    by_length = argmax_by_length(model, splits, batch_size, pad_id, device, precision)
+    by_row = by_length.to_host()  # the pass's one host-device sync
+    predicted = np.empty(len(by_row), dtype=np.int64)
+    predicted[by_length.order] = by_row  # the batches hold the utterances sorted by length
     return predicted

@@ -181,11 +181,22 @@ def count_spans(
         raise ValueError(
             f"mask must be bool of shape {gold_ids.shape}, got {mask.dtype} {mask.shape}"
         )
-    gold_tokens, pred_tokens = gold_ids[mask], pred_ids[mask]
+    lengths = np.count_nonzero(mask, axis=1)
+    return count_sentences(gold_ids[mask], pred_ids[mask], lengths, labels)
+
+
+def count_sentences(
+    gold_tokens: IntArray, pred_tokens: IntArray, lengths: IntArray, labels: Sequence[str]
+) -> SpanCounts:
+    """Span counts of sentences held back to back, as seqeval counts their tag strings.
+
+    ``gold_tokens`` and ``pred_tokens`` are 1D arrays of indices into ``labels``, the
+    sentences' tokens one sentence after the other; ``lengths`` gives each sentence's
+    number of tokens. `count_spans` of padded batches is this on their masked-in tokens.
+    """
     for name, tokens in (("gold_ids", gold_tokens), ("pred_ids", pred_tokens)):
         if tokens.size and (tokens.min() < 0 or tokens.max() >= len(labels)):
             raise ValueError(f"{name} holds ids outside [0, {len(labels)}) at masked-in positions")
-    lengths = np.count_nonzero(mask, axis=1)
     table = _ChunkTable(labels)
     return table.count(
         gold_tokens.astype(np.intp, copy=False), pred_tokens.astype(np.intp, copy=False), lengths

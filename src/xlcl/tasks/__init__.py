@@ -1,10 +1,10 @@
 """Tasks: what a run learns and how a score-matrix cell is measured.
 
 A task owns its locales and orders, loading, label names, encoding, building the model,
-the loss, and scoring a split (the cell's metric, named by `Task.metric`). The engine,
-the schedules and the strategies know only this interface. Select one with the run
-config's top-level ``task:`` key (default ``massive-slots``); ``"package.module:Class"``
-names a task of your own on PYTHONPATH.
+the loss, and scoring a split (the cell's metric, named by `Task.metric`) or each split
+of a row. The engine, the schedules and the strategies know only this interface. Select
+one with the run config's top-level ``task:`` key (default ``massive-slots``);
+``"package.module:Class"`` names a task of your own on PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from xlcl.cell_counts import UtteranceCounts, agrees
 from xlcl.registry import resolve_plugin
@@ -71,6 +71,13 @@ class Task:
 
     name: ClassVar[str]
     metric: ClassVar[str]  # the score's display label, e.g. "span F1"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A one-pass `score_each` inherited from the parent scores by the parent's metric:
+        # a subclass with a `score` of its own must score its rows by that `score`.
+        if "score" in cls.__dict__ and "score_each" not in cls.__dict__:
+            cls.score_each = Task.score_each  # type: ignore[method-assign]
 
     def resolve_order(
         self, order: int | str | Sequence[str], locales: Sequence[str] | None
@@ -133,6 +140,27 @@ class Task:
     ) -> TaskScore:
         """Score `model` on `splits` together (micro-averaged)."""
         raise NotImplementedError
+
+    def score_each(
+        self,
+        model: torch.nn.Module,
+        splits: Sequence[EncodedSplit],
+        labels: Sequence[str],
+        batch_size: int,
+        pad_id: int,
+        device: torch.device,
+        precision: str,
+    ) -> list[TaskScore]:
+        """Score `model` on each of `splits` alone: a row of the score matrix.
+
+        Each `TaskScore` is what ``score(model, [split], ...)`` gives, and this default is
+        one `score` per split. A task overrides it to score the row in one pass; a subclass
+        that overrides `score` alone gets this default back (`__init_subclass__`).
+        """
+        return [
+            self.score(model, [split], labels, batch_size, pad_id, device, precision)
+            for split in splits
+        ]
 
     def unscored(self, split: EncodedSplit, labels: Sequence[str]) -> TaskScore:
         """The cell of a locale a model is not scored on: NaN metric, the split's counts."""

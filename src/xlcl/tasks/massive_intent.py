@@ -74,22 +74,48 @@ class MassiveIntent(MassiveTask):
         """Accuracy over the utterances of `splits` together; ``n_pred`` counts the correct;
         whether each utterance is."""
         predicted = predict_sequences(model, splits, batch_size, pad_id, device, precision)
-        gold = np.concatenate([np.concatenate(split.gold) for split in splits])
-        right = predicted == gold
-        correct = int(np.count_nonzero(right))
-        accuracy = correct / len(gold)
-        return TaskScore(
-            value=accuracy,
-            n_sentences=len(gold),
-            n_gold=len(gold),
-            n_pred=correct,
-            intent_accuracy=accuracy,
-            utterances=UtteranceCounts.correct(right),
-        )
+        return _cell(predicted == np.concatenate([_intents(split) for split in splits]))
+
+    def score_each(
+        self,
+        model: torch.nn.Module,
+        splits: Sequence[EncodedSplit],
+        labels: Sequence[str],
+        batch_size: int,
+        pad_id: int,
+        device: torch.device,
+        precision: str,
+    ) -> list[TaskScore]:
+        """`score` of each split alone, from one pass over all of them."""
+        predicted = predict_sequences(model, splits, batch_size, pad_id, device, precision)
+        ends = np.cumsum([len(split) for split in splits])[:-1]
+        return [
+            _cell(split_predicted == _intents(split))
+            for split_predicted, split in zip(np.split(predicted, ends), splits, strict=True)
+        ]
 
     def unscored(self, split: EncodedSplit, labels: Sequence[str]) -> TaskScore:
         """NaN accuracy; the split's utterances (each one gold intent)."""
         return TaskScore(value=math.nan, n_sentences=len(split), n_gold=len(split))
+
+
+def _intents(split: EncodedSplit) -> np.ndarray:
+    """The gold intent of each utterance of `split`."""
+    return np.concatenate(split.gold)
+
+
+def _cell(right: np.ndarray) -> TaskScore:
+    """The cell of utterances predicted right (True) or wrong."""
+    correct = int(np.count_nonzero(right))
+    accuracy = correct / len(right)
+    return TaskScore(
+        value=accuracy,
+        n_sentences=len(right),
+        n_gold=len(right),
+        n_pred=correct,
+        intent_accuracy=accuracy,
+        utterances=UtteranceCounts.correct(right),
+    )
 
 
 def encode_intents(

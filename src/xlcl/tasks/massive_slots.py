@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from peft import TaskType
@@ -17,7 +18,8 @@ from transformers import AutoModelForTokenClassification, PreTrainedTokenizerBas
 from xlcl.cell_counts import UtteranceCounts
 from xlcl.data import MassiveData, Utterance, slot_label_names
 from xlcl.encode import IGNORE, EncodedSplit, encode
-from xlcl.evaluate.scoring import score_splits
+from xlcl.evaluate.scoring import count_each, score_splits
+from xlcl.evaluate.spans import SpanCounts
 from xlcl.tasks import TaskScore
 from xlcl.tasks.massive import MassiveTask
 
@@ -63,32 +65,54 @@ class MassiveSlots(MassiveTask):
         """Span F1, precision and recall, micro-summed over `splits`; each utterance's
         true positives, false positives and false negatives."""
         counts = score_splits(model, splits, labels, batch_size, pad_id, device, precision)
-        sentences = counts.sentences
-        utterances = None
-        if sentences is not None:
-            tp = sentences.n_correct
-            utterances = UtteranceCounts.spans(tp, sentences.n_pred - tp, sentences.n_gold - tp)
-        return TaskScore(
-            value=counts.f1,
-            n_sentences=sum(len(split) for split in splits),
-            f1=counts.f1,
-            precision=counts.precision,
-            recall=counts.recall,
-            n_gold=_gold_spans(splits, labels),
-            n_pred=counts.n_pred,
-            utterances=utterances,
-        )
+        n_gold = sum(_gold_spans(split, labels) for split in splits)
+        return _cell(counts, sum(len(split) for split in splits), n_gold)
+
+    def score_each(
+        self,
+        model: torch.nn.Module,
+        splits: Sequence[EncodedSplit],
+        labels: Sequence[str],
+        batch_size: int,
+        pad_id: int,
+        device: torch.device,
+        precision: str,
+    ) -> list[TaskScore]:
+        """`score` of each split alone, from one pass over all of them."""
+        counts = count_each(model, splits, labels, batch_size, pad_id, device, precision)
+        return [
+            _cell(split_counts, len(split), _gold_spans(split, labels))
+            for split_counts, split in zip(counts, splits, strict=True)
+        ]
 
     def unscored(self, split: EncodedSplit, labels: Sequence[str]) -> TaskScore:
         """NaN scores; the split's sentences and gold spans."""
         return TaskScore(
-            value=float("nan"), n_sentences=len(split), n_gold=_gold_spans([split], labels)
+            value=float("nan"), n_sentences=len(split), n_gold=_gold_spans(split, labels)
         )
 
 
-def _gold_spans(splits: Sequence[EncodedSplit], labels: Sequence[str]) -> int:
-    return sum(
-        int(sum(labels[tag].startswith("B-") for tag in gold))
-        for split in splits
-        for gold in split.gold
+def _gold_spans(split: EncodedSplit, labels: Sequence[str]) -> int:
+    """The gold spans of `split`: its words tagged ``B-``."""
+    begins = np.fromiter((label.startswith("B-") for label in labels), bool, len(labels))
+    tags = np.concatenate([*split.gold, np.empty(0, dtype=np.int64)])  # none: no span
+    return int(np.count_nonzero(begins[tags]))
+
+
+def _cell(counts: SpanCounts, n_sentences: int, n_gold: int) -> TaskScore:
+    """The cell of span counts over `n_sentences` utterances with `n_gold` gold spans."""
+    sentences = counts.sentences
+    utterances = None
+    if sentences is not None:
+        tp = sentences.n_correct
+        utterances = UtteranceCounts.spans(tp, sentences.n_pred - tp, sentences.n_gold - tp)
+    return TaskScore(
+        value=counts.f1,
+        n_sentences=n_sentences,
+        f1=counts.f1,
+        precision=counts.precision,
+        recall=counts.recall,
+        n_gold=n_gold,
+        n_pred=counts.n_pred,
+        utterances=utterances,
     )
