@@ -16,6 +16,11 @@
 # trim      the graphed VANILLA run with the vocabulary trimmed (trim_vocabulary)
 # compile   throughput of torch.compile inside the graphs (about 3 minutes of compiling;
 #           the run config refuses the pair, train_step itself takes it)
+# pack-lora K = 1, 2, 4, 8 processes training graphed XLM-R-base-size LoRA r16 at once on the
+#           one GPU, without and then with an MPS daemon (`xlcl sweep --runs-per-gpu K`):
+#           samples/s summed over the K processes against one alone, in OUT/pack-lora.json
+#           (not run yet: 5-8 minutes expected, mostly the processes' start-ups)
+# pack-full the same for full fine-tuning (as long)
 # Each part has its own time limit, so a failing part leaves the others' results in OUT.
 set -u
 out=${1:?usage: bench/gpu_suite.sh OUT [PART ...]}
@@ -32,6 +37,52 @@ gpu() {  # gpu PART SECONDS ARGS...: bench/gpu.py into OUT/PART
     timeout "$seconds" python3 bench/gpu.py --archive gpu/massive.tar.gz \
         --tokenizer gpu/tokenizer --out "$out/$part" "$@" 2>&1 | quiet | tee "$out/$part.log"
 }
+pack() {  # pack KIND ARGS...: K copies of bench/gpu.py at once, K = 1 2 4 8, MPS off then on
+    local kind=$1 dir="$out/pack-$kind"
+    shift
+    # Writes the model once: bench/gpu.py writes it at every start, so K processes starting
+    # together would race on its files; the packed ones read this copy instead.
+    gpu "pack-$kind-model" 120 --models xlm-r-base --samples 64 --locales 0 "$@"
+    local reuse="import sys; sys.path.insert(0, 'bench'); import gpu
+gpu.model_dir = lambda root, name, config, tokenizer: root / name
+sys.argv[0] = 'bench/gpu.py'; gpu.main()"
+    for mps in off on; do
+        if [ $mps = on ]; then
+            command -v nvidia-cuda-mps-control >/dev/null || { echo "no MPS here" >&2; break; }
+            # Short paths: the daemon's pipes are Unix sockets.
+            export CUDA_MPS_PIPE_DIRECTORY=/tmp/xlcl-mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/xlcl-mps/log
+            mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
+            nvidia-cuda-mps-control -d || break
+        fi
+        for k in 1 2 4 8; do
+            for i in $(seq "$k"); do
+                timeout 240 python3 -c "$reuse" --archive gpu/massive.tar.gz \
+                    --tokenizer gpu/tokenizer --out "$dir/mps-$mps/k$k/$i" \
+                    --models xlm-r-base --locales 0 "$@" >"$dir/mps-$mps-k$k-$i.log" 2>&1 &
+            done
+            wait
+        done
+        if [ $mps = on ]; then
+            echo quit | nvidia-cuda-mps-control
+            unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+        fi
+    done
+    python3 - "$dir" <<'SUMMARY' | tee "$out/pack-$kind.json"
+import json, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+rows = {}
+for mps in ("off", "on"):
+    for k in (1, 2, 4, 8):
+        files = sorted(root.glob(f"mps-{mps}/k{k}/*/gpu.json"))
+        rates = [json.loads(f.read_text())["throughput/xlm-r-base"]["samples_per_s"] for f in files]
+        if rates:
+            rows[f"mps-{mps}/k{k}"] = {"finished": len(rates), "samples_per_s": sum(rates)}
+alone = rows.get("mps-off/k1", {}).get("samples_per_s")
+for row in rows.values():
+    row["against_one_alone"] = row["samples_per_s"] / alone if alone else None
+print(json.dumps(rows, indent=2))
+SUMMARY
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/device.txt"
 for part in $parts; do
     case $part in
@@ -42,6 +93,8 @@ for part in $parts; do
             && gpu lora-fp32-base 60 --models xlm-r-base --lora 16 --cuda-graphs \
                 --fp32-base --locales 0 ;;
         trim) gpu trim 120 --models xlm-r-base --samples 2048 --cuda-graphs --trim --locales 2 ;;
+        pack-lora) pack lora --lora 16 --cuda-graphs ;;
+        pack-full) pack full --cuda-graphs ;;
         compile) gpu compile 330 --models xlm-r-base --compile --cuda-graphs --samples 2048 \
             --locales 0 ;;
         together)

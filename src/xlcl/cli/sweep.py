@@ -64,8 +64,18 @@ def run(
     ] = None,
     max_parallel: Annotated[
         int | None,
-        typer.Option("--max-parallel", min=1, help="runs at a time (local: default 1 per GPU)"),
+        typer.Option(
+            "--max-parallel", min=1, help="runs at a time (local: default --runs-per-gpu per GPU)"
+        ),
     ] = None,
+    runs_per_gpu: Annotated[
+        int,
+        typer.Option(
+            "--runs-per-gpu",
+            help="K runs share each GPU (local: with CUDA MPS where available; slurm: K runs "
+            "a job; ray: 1/K GPU a task); refused if K runs would not fit its memory",
+        ),
+    ] = 1,
     retries: Annotated[
         int, typer.Option("--retries", min=0, help="extra attempts for failed runs")
     ] = 0,
@@ -107,6 +117,7 @@ def run(
     from xlcl.catalog import find_config
     from xlcl.config import ConfigError
     from xlcl.sweep import load_sweep, make_backend, run_sweep
+    from xlcl.sweep.backends.packing import gpu_memory, refuse_unfit
 
     try:
         sweep = load_sweep(find_config(sweep_file, sweep=True), results, overrides or [])
@@ -127,7 +138,10 @@ def run(
             slurm_cluster=submitit_cluster,
             slurm_timeout_min=slurm_timeout,
             slurm_parameters=_parameters(submitit_options or []),
+            runs_per_gpu=runs_per_gpu,
         )
+        if backend == "local" and runs_per_gpu > 1:  # elsewhere the task checks on its node
+            refuse_unfit(sweep.runs, runs_per_gpu, gpu_memory())
     except ValueError as error:
         fail(str(error))
     console = Console(stderr=True)

@@ -1,17 +1,21 @@
-"""A pool of local processes: one run per GPU, or N runs at a time on the CPU.
+"""A pool of local processes: `runs_per_gpu` runs per GPU, or N runs at a time on the CPU.
 
 Each run is a subprocess (``python -m xlcl.sweep JOB_JSON``) with its output in
 ``RESULTS/<run_id>/logs/attempt-N.log``, so a run that crashes or is killed takes nothing
-else down. With GPUs, each worker sees one (``CUDA_VISIBLE_DEVICES``); on the CPU, the
-cores are split between the parallel runs (``OMP_NUM_THREADS``, unless already set).
+else down. With GPUs, each worker sees one (``CUDA_VISIBLE_DEVICES``): worker slot s uses GPU
+s mod GPUs, so each GPU has at most `runs_per_gpu` runs; with more than one, the pool runs a
+CUDA MPS daemon of its own while it works (`xlcl.sweep.mps`). On the CPU, the cores are split
+between the parallel runs (``OMP_NUM_THREADS``, unless already set).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from xlcl.sweep.mps import CommandRunner, MpsDaemon, client_device, mps_daemon, run_command
 from xlcl.sweep.state import RunState, read_state
 from xlcl.sweep.worker import EXIT_ELSEWHERE, Job, Outcome, job_to_json
 
@@ -36,7 +41,8 @@ class _Running:
 
 
 class LocalBackend:
-    """Runs jobs as subprocesses of this machine, `max_parallel` at a time."""
+    """Runs jobs as subprocesses of this machine, `max_parallel` at a time (by default
+    `runs_per_gpu` per visible GPU, or one on the CPU)."""
 
     name = "local"
 
@@ -45,20 +51,38 @@ class LocalBackend:
         max_parallel: int | None = None,
         gpus: Sequence[str] | None = None,
         poll_seconds: float = 0.2,
+        runs_per_gpu: int = 1,
+        mps_logs: Path | None = None,
+        mps_runner: CommandRunner = run_command,
     ) -> None:
         self.gpus = list(visible_gpus() if gpus is None else gpus)
-        if self.gpus and max_parallel is not None and max_parallel > len(self.gpus):
+        if runs_per_gpu > 1 and not self.gpus:
+            raise ValueError(f"--runs-per-gpu {runs_per_gpu}: no GPU is visible here")
+        self.runs_per_gpu = runs_per_gpu
+        slots = len(self.gpus) * runs_per_gpu
+        if self.gpus and max_parallel is not None and max_parallel > slots:
             raise ValueError(
-                f"--max-parallel {max_parallel}: one run per GPU, and {len(self.gpus)} are visible"
+                f"--max-parallel {max_parallel}: {len(self.gpus)} visible GPU(s) at "
+                f"{runs_per_gpu} run(s) each (--runs-per-gpu) run {slots} at a time"
             )
-        default = len(self.gpus) if self.gpus else 1
-        self.max_parallel = max_parallel or default
+        self.max_parallel = max_parallel or slots or 1
         if self.max_parallel < 1:
             raise ValueError(f"--max-parallel must be at least 1, got {self.max_parallel}")
         self.poll_seconds = poll_seconds
+        self.mps_logs = mps_logs or Path(tempfile.gettempdir()) / "xlcl-mps-logs"
+        self.mps_runner = mps_runner
 
     def run(self, jobs: Sequence[Job]) -> list[Outcome]:
         """Run `jobs`, at most `max_parallel` at a time; wait for all of them."""
+        with self._gpu_sharing() as daemon:
+            return self._run(jobs, daemon)
+
+    def _gpu_sharing(self) -> contextlib.AbstractContextManager[MpsDaemon | None]:
+        if self.runs_per_gpu == 1:
+            return contextlib.nullcontext()
+        return mps_daemon(self.mps_logs, runner=self.mps_runner)
+
+    def _run(self, jobs: Sequence[Job], daemon: MpsDaemon | None) -> list[Outcome]:
         queue = deque(jobs)
         free = list(range(self.max_parallel))
         running: list[_Running] = []
@@ -66,7 +90,7 @@ class LocalBackend:
         try:
             while queue or running:
                 while queue and free:
-                    running.append(self._start(queue.popleft(), free.pop(0)))
+                    running.append(self._start(queue.popleft(), free.pop(0), daemon))
                 for item in [item for item in running if item.process.poll() is not None]:
                     running.remove(item)
                     item.log.close()
@@ -81,7 +105,7 @@ class LocalBackend:
                 item.log.close()
         return [outcomes[job.run_id] for job in jobs]
 
-    def _start(self, job: Job, slot: int) -> _Running:
+    def _start(self, job: Job, slot: int, daemon: MpsDaemon | None) -> _Running:
         attempt = len(read_state(job.run_dir)["attempts"]) + 1
         log_path = job.run_dir / LOGS / f"attempt-{attempt}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,14 +115,21 @@ class LocalBackend:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=self._environment(slot),
+            env=self.environment(slot, daemon),
         )
         return _Running(job, process, slot, attempt, log, log_path)
 
-    def _environment(self, slot: int) -> dict[str, str]:
+    def environment(self, slot: int, daemon: MpsDaemon | None = None) -> dict[str, str]:
+        """The environment of the worker in `slot`, connected to `daemon` where given."""
         env = dict(os.environ)
         if self.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot]
+            # Round robin: below runs_per_gpu x GPUs runs at a time, the GPUs share the load.
+            position = slot % len(self.gpus)
+            if daemon is None:
+                env["CUDA_VISIBLE_DEVICES"] = self.gpus[position]
+            else:
+                env.update(daemon.environment)
+                env["CUDA_VISIBLE_DEVICES"] = client_device(position)
         elif "OMP_NUM_THREADS" not in env:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.max_parallel))
         return env
