@@ -76,6 +76,11 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
+    fused_clipping: bool = Field(
+        False,
+        description="clip inside fused AdamW's step (its grad_scale), not in a pass of its "
+        "own over the gradients; the same update up to rounding when clipped",
+    )
     max_length: int = Field(128, ge=8, description="subword tokens per utterance")
     seed: int = Field(42, description="model init; step i trains with seed + i (data, dropout)")
     precision: Literal["auto", "fp32", "bf16"] = Field(
@@ -273,8 +278,12 @@ class RunConfig(_Section):
         """
         payload = self.model_dump(mode="json", exclude=_NOT_HASHED)
         for key, default in _HASHED_WHEN_SET.items():
-            if payload.get(key) == default:
-                del payload[key]
+            *sections, name = key.split(".")
+            section = payload
+            for part in sections:
+                section = section[part]
+            if section.get(name) == default:
+                del section[name]
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -283,9 +292,13 @@ class RunConfig(_Section):
 # its results: they are in neither its id nor the config a resume must match.
 _NOT_HASHED = {"output_dir", "checkpoint", "tracking"}
 
-# Top-level keys newer than the first published runs, with the default that leaves them
-# out of the run id. A new key goes here, or its default would move every id.
-_HASHED_WHEN_SET: dict[str, Any] = {"task": DEFAULT_TASK, "strategy": None}
+# Keys (dotted within a section) newer than the first published runs, with the default
+# that leaves them out of the run id. A new key goes here, or its default would move every id.
+_HASHED_WHEN_SET: dict[str, Any] = {
+    "task": DEFAULT_TASK,
+    "strategy": None,
+    "train.fused_clipping": False,
+}
 
 # The engine features a config can ask for: the key that asks, and whether it does.
 _FEATURES: dict[str, tuple[str, Callable[[RunConfig], bool]]] = {

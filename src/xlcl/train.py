@@ -139,6 +139,9 @@ def optimizer_for(
     parameters = [p for group in groups.values() for p in group]
     # The fused kernel exists for the CPU and CUDA; elsewhere (mps) torch picks its default.
     fusable = all(p.device.type in ("cpu", "cuda") for p in parameters)
+    if config.fused_clipping and not fusable:
+        devices = sorted({p.device.type for p in parameters})
+        raise ValueError(f"train.fused_clipping needs fused AdamW (cpu, cuda), not on {devices}")
     device = parameters[0].device if parameters else torch.device("cpu")
 
     def as_lr(value: float) -> float | torch.Tensor:
@@ -164,27 +167,46 @@ def apply_update(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     max_grad_norm: float,
+    fused_clipping: bool = False,
 ) -> torch.Tensor:
     """Clip the gradients, step the optimizer and the schedule, clear the gradients.
 
     Returns whether the gradient norm was non-finite, as a tensor on the device: reading
     it would synchronise with the device, so callers check it once an epoch.
     """
-    non_finite = clip_and_step(parameters, optimizer, max_grad_norm)
+    non_finite = clip_and_step(parameters, optimizer, max_grad_norm, fused_clipping)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return non_finite
 
 
 def clip_and_step(
-    parameters: Sequence[torch.nn.Parameter], optimizer: torch.optim.Optimizer, max_grad_norm: float
+    parameters: Sequence[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    max_grad_norm: float,
+    fused_clipping: bool = False,
 ) -> torch.Tensor:
     """Clip the gradients and step the optimizer; whether the norm was non-finite (device).
 
     Device work only, so a CUDA graph can record it (the schedule steps on the host).
+
+    With `fused_clipping` (fused AdamW only, see `optimizer_for`) the gradients are not
+    scaled in a pass of their own: fused AdamW divides each one by ``grad_scale`` as it
+    reads it (how `torch.amp.GradScaler` unscales). The scale is the inverse of
+    `clip_grad_norm_`'s factor, so an update under the limit divides by exactly 1 and is
+    bit for bit the same; above it, dividing by 1/c instead of multiplying by c rounds
+    differently, within an ulp or two of each gradient.
     """
-    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm, foreach=True)
+    if not fused_clipping:
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm, foreach=True)
+        optimizer.step()
+        return ~torch.isfinite(grad_norm)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+    clip_coef = torch.clamp(max_grad_norm / (grad_norm + 1e-6), max=1.0)  # clip_grad_norm_'s
+    optimizer.grad_scale = 1.0 / clip_coef  # type: ignore[attr-defined]
     optimizer.step()
+    optimizer.grad_scale = None  # type: ignore[attr-defined]
     return ~torch.isfinite(grad_norm)
 
 
@@ -335,7 +357,11 @@ class Learner:
         if self.before_update is not None:
             self.before_update(self.parameters)
         self.non_finite |= apply_update(
-            self.parameters, self.optimizer, self.scheduler, self.config.max_grad_norm
+            self.parameters,
+            self.optimizer,
+            self.scheduler,
+            self.config.max_grad_norm,
+            self.config.fused_clipping,
         )
         return True
 
@@ -361,7 +387,9 @@ class Learner:
         but not the learning-rate schedule, which counts the step's own updates only."""
         if self.before_update is not None:
             self.before_update(self.parameters)
-        self.non_finite |= clip_and_step(self.parameters, self.optimizer, self.config.max_grad_norm)
+        self.non_finite |= clip_and_step(
+            self.parameters, self.optimizer, self.config.max_grad_norm, self.config.fused_clipping
+        )
         self.optimizer.zero_grad(set_to_none=True)
 
     def updated_elsewhere(self, loss: torch.Tensor, non_finite: torch.Tensor) -> None:
@@ -524,8 +552,9 @@ def _graphed_updates(
 
     def one_update(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         loss = forward_backward(model, batch, objective, uncached, accumulation=1)
+        config = learner.config
         return loss, clip_and_step(
-            learner.parameters, learner.optimizer, learner.config.max_grad_norm
+            learner.parameters, learner.optimizer, config.max_grad_norm, config.fused_clipping
         )
 
     return GraphedUpdates(one_update, learner.optimizer, device)
