@@ -220,21 +220,21 @@ def _totals(priced: Priced) -> dict[str, Any]:
 def _print_dry_run(
     sweep: Any, rows: list[dict[str, Any]], priced: SweepCost, calibrated_from: str
 ) -> None:
-    console = Console()
-    console.print(_dry_run_table(sweep, rows, priced))
+    Console().print(_dry_run_table(sweep, rows, priced))
     line = f"to run: {priced.upper_bound.to_run.runs} of {len(rows)} runs"
     if priced.replicate_of:
         line += (
             f"; {len(priced.replicate_of)} of the {len(rows)} repeat an order-independent "
             "run under another order (replicate of)"
         )
-    console.print(line)
-    console.print(_summary("upper bound (every step all train.epochs)", priced.upper_bound))
+    # Plain lines, not rich's: paths stay whole (no wrapping) and brackets are not markup.
+    typer.echo(line)
+    typer.echo(_summary("upper bound (every step all train.epochs)", priced.upper_bound))
     if priced.calibrated is None:
-        console.print("calibrated: add --calibrate RESULTS (epochs per step from finished runs)")
+        typer.echo("calibrated: add --calibrate RESULTS (epochs per step from finished runs)")
     else:
-        console.print(_summary(f"calibrated ({calibrated_from})", priced.calibrated))
-    console.print("throughput and overheads assumed: docs/sweeps.md")
+        typer.echo(_summary(f"calibrated ({calibrated_from})", priced.calibrated))
+    typer.echo("throughput and overheads assumed: docs/sweeps.md")
 
 
 def _dry_run_table(sweep: Any, rows: list[dict[str, Any]], priced: SweepCost) -> Table:
