@@ -64,6 +64,21 @@ def test_runs_without_counts_give_tables_without_interval_columns(
     assert "No 95% CIs: no run has per-utterance counts (utterances.npz)." in files.notes
 
 
+def test_a_label_mixing_runs_with_and_without_counts_says_which_lack_them(
+    sweep: Path, tmp_path: Path
+) -> None:
+    # Two VANILLA runs, one of them without its counts: the label has no interval, and the
+    # note names that run instead of claiming that no run has counts.
+    (sweep / "van1" / UTTERANCES).unlink()
+    files = build_report([sweep / "van0", sweep / "van1"], tmp_path / "report", resamples=5)
+    assert "no run has per-utterance counts" not in " ".join(files.notes)
+    assert (
+        "No 95% CIs: a label gets them only when each of its runs has per-utterance counts "
+        f"(utterances.npz), and every label has a run without: run van1: {NO_COUNTS}: "
+        f"{sweep / 'van1' / UTTERANCES} missing."
+    ) in files.notes
+
+
 def test_counts_that_disagree_with_the_table_stop_the_report(sweep: Path, tmp_path: Path) -> None:
     scores = pd.read_parquet(sweep / "van1" / "scores.parquet")
     scores.loc[0, "n_sentences"] += 1

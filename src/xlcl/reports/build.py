@@ -65,7 +65,15 @@ def build_report(
     if any(s.intervals and s.intervals.intervals for s in summaries):
         notes += [f"No 95% CI for {m}." for m in missing]
     elif missing:
-        notes.append("No 95% CIs: no run has per-utterance counts (utterances.npz).")
+        runs = sum(len(s.runs) for s in summaries if s.intervals)
+        if len(missing) == runs:
+            notes.append("No 95% CIs: no run has per-utterance counts (utterances.npz).")
+        else:  # some runs have counts, but every label also has one without
+            notes.append(
+                "No 95% CIs: a label gets them only when each of its runs has per-utterance "
+                "counts (utterances.npz), and every label has a run without: "
+                f"{'; '.join(missing)}."
+            )
     facts = locale_facts()
     tables = [table1(summaries, facts), table2(summaries)]
     per_locale = per_locale_table(summaries, facts)
