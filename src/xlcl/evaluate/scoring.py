@@ -99,18 +99,19 @@ def predict_flat_words(
     pad_id: int,
     device: torch.device,
     precision: str = "auto",
-) -> np.ndarray:
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Predicted label id of every word of `splits`, from one pass over all of them: split
-    by split, utterance by utterance, word by word (``O`` for a word with no subword)."""
+    by split, utterance by utterance, word by word (``O`` for a word with no subword); and
+    each split's `word_counts`, which say where its utterances' words are."""
     by_length = argmax_by_length(model, splits, batch_size, pad_id, device, precision)
     tokens = by_length.to_host()  # the pass's one host-device sync
     firsts = np.concatenate([firsts for split in splits for firsts in split.first_token])
-    words = np.concatenate([word_counts(split) for split in splits])
-    positions = np.repeat(by_length.row_starts(), words) + firsts
+    words = [word_counts(split) for split in splits]
+    positions = np.repeat(by_length.row_starts(), np.concatenate(words)) + firsts
     kept = firsts >= 0
     predicted = np.full(len(firsts), OUTSIDE, dtype=np.int64)
     predicted[kept] = tokens[positions[kept]]
-    return predicted
+    return predicted, words
 
 
 def predict_words(
@@ -123,8 +124,8 @@ def predict_words(
 ) -> list[np.ndarray]:
     """Predicted label id of every word of `split`, an array per utterance (``O`` for words
     with no subword)."""
-    predicted = predict_flat_words(model, [split], batch_size, pad_id, device, precision)
-    return np.split(predicted, np.cumsum(word_counts(split))[:-1])
+    predicted, (words,) = predict_flat_words(model, [split], batch_size, pad_id, device, precision)
+    return np.split(predicted, np.cumsum(words)[:-1])
 
 
 def count_each(
@@ -137,8 +138,7 @@ def count_each(
     precision: str = "auto",
 ) -> list[SpanCounts]:
     """Span counts of `model` on each of `splits`, from one pass over all of them."""
-    predicted = predict_flat_words(model, splits, batch_size, pad_id, device, precision)
-    words = [word_counts(split) for split in splits]
+    predicted, words = predict_flat_words(model, splits, batch_size, pad_id, device, precision)
     ends = np.cumsum([lengths.sum() for lengths in words])[:-1]
     return [
         count_sentences(np.concatenate(split.gold), pred, lengths, labels)
