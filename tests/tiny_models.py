@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -40,9 +41,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 600) -> PreTrainedTo
 
 
 def save_tiny_model(
-    directory: Path, texts: Iterable[str] = SAMPLE_TEXT, architecture: str = "xlm-roberta"
+    directory: Path,
+    texts: Iterable[str] = SAMPLE_TEXT,
+    architecture: str = "xlm-roberta",
+    **settings: Any,
 ) -> Path:
-    """Write a tiny random encoder and its tokenizer to `directory` (a model path)."""
+    """Write a tiny random encoder and its tokenizer to `directory` (a model path).
+
+    `settings` override the config's (``hidden_dropout_prob=0.0``, ``num_hidden_layers``).
+    """
     tokenizer = train_tokenizer(list(texts) + SAMPLE_TEXT)
     common = dict(
         vocab_size=len(tokenizer),
@@ -52,6 +59,7 @@ def save_tiny_model(
         intermediate_size=64,
         pad_token_id=tokenizer.pad_token_id,
     )
+    common.update(settings)
     if architecture == "xlm-roberta":
         config = XLMRobertaConfig(
             **common,

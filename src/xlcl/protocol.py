@@ -24,7 +24,8 @@ out-of-memory retries, checkpoints inside the step), and `Run` ties them to the 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,11 @@ class Models:
 
     def fresh(self) -> torch.nn.Module:
         """A new model for this run's task and method, the same initial head every time."""
-        model = self.task.build_model(
+        return self.placed(self.built())
+
+    def built(self) -> torch.nn.Module:
+        """`fresh`'s model as the task builds it, on the CPU in fp32 (`placed` finishes it)."""
+        return self.task.build_model(
             self.model_path,
             self.labels,
             self.config.method_spec,
@@ -83,6 +88,10 @@ class Models:
             seed=self.config.train.seed,
             trim=self.trim,
         )
+
+    def placed(self, model: torch.nn.Module) -> torch.nn.Module:
+        """`model` on the run's device, its frozen LoRA base in bf16 where the run trains
+        under bf16 autocast, compiled when the config says so."""
         model.to(self.device)
         if self.config.method_spec.lora and uses_bf16(self.precision, self.device):
             store_frozen_linears_in_bf16(model)
@@ -360,7 +369,10 @@ class Run:
     def checkpoint(self, step: int, model: torch.nn.Module | None) -> None:
         """Record that `step` is finished; keep `model`'s trainable weights if it goes on,
         and the strategy's state."""
-        weights = None if model is None else dict(trainable_parameters(model))
+        self.checkpoint_weights(step, None if model is None else dict(trainable_parameters(model)))
+
+    def checkpoint_weights(self, step: int, weights: dict[str, torch.Tensor] | None) -> None:
+        """`checkpoint` with the trainable weights given by name (one adapter of several)."""
         save_checkpoint(
             self.store.directory,
             step,
@@ -370,6 +382,17 @@ class Run:
             state=self.trainer.strategy_state(),
         )
         self.tracking.step_finished(self.store, step)
+
+    def finish(self) -> None:
+        """Mark the run complete (``DONE``) and close its trackers."""
+        self.store.finish()
+        self.tracking.run_finished(self.store.directory, self.store)
+        self.tracking.close()
+
+    def fail(self, error: BaseException) -> None:
+        """Record why the run stopped; what it finished stays."""
+        self.store.fail(error)
+        self.tracking.close(failed=True)
 
 
 def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
@@ -381,10 +404,42 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
     from xlcl.schedules.runners import RUNNERS
 
     reporter = reporter or Silent()
+    prepared = prepare(config, reporter)
+    if prepared is None:
+        return Path(config.output_dir) / config.run_id
+    try:
+        with deterministic_algorithms(config.train.deterministic):
+            RUNNERS[config.schedule.name](prepared)
+    except BaseException as error:
+        prepared.fail(error)
+        raise
+    prepared.finish()
+    return prepared.store.directory
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """torch's deterministic algorithms on while the context lasts, when `enabled`."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by cuBLAS
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def prepare(config: RunConfig, reporter: Reporter) -> Run | None:
+    """Everything `config`'s run needs before its schedule starts; None when it is complete.
+
+    Resolves the task, order and strategy (nothing is written before they are valid),
+    reads and encodes the data, and creates the run directory or resumes it.
+    """
     directory = Path(config.output_dir) / config.run_id
     if is_complete(directory):
         reporter.message(f"run {config.run_id} is already complete: {directory}")
-        return directory
+        return None
     task = get_task(config.task)
     try:
         order = task.resolve_order(config.order, config.locales)
@@ -455,22 +510,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> Path:
         tracking=Tracking.start(config, store.directory),
     )
     state.tracking.begin(config, store, state.finished_step)
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
-    if config.train.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by cuBLAS
-        torch.use_deterministic_algorithms(True)
-    try:
-        RUNNERS[config.schedule.name](state)
-    except BaseException as error:
-        store.fail(error)
-        state.tracking.close(failed=True)
-        raise
-    finally:
-        torch.use_deterministic_algorithms(deterministic_before)
-    store.finish()
-    state.tracking.run_finished(store.directory, store)
-    state.tracking.close()
-    return store.directory
+    return state
 
 
 def pick_device(name: str) -> torch.device:

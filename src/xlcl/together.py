@@ -186,8 +186,55 @@ def train_adapters_together(
         Learner(name, adapter_parameters(model, name), splits, [dev_split], config, seed, device)
         for name, splits, dev_split, seed in zip(names, train, dev, seeds, strict=True)
     ]
-    router = AdapterRouter()
     results: dict[str, StepResult] = {}
+
+    def finished(learner: Learner) -> None:
+        results[learner.name] = learner.result
+        if on_finished is not None:
+            on_finished(learner.name, learner.result)
+
+    train_learners_together(
+        model,
+        learners,
+        labels,
+        objective=objective,
+        pad_id=pad_id,
+        device=device,
+        eval_batch_size=eval_batch_size,
+        on_epoch=on_epoch,
+        on_finished=finished,
+    )
+    return results
+
+
+def train_learners_together(
+    model: PeftModel,
+    learners: Sequence[Learner],
+    labels: Sequence[str],
+    *,
+    objective: Objective,
+    pad_id: int,
+    device: torch.device,
+    eval_batch_size: int,
+    on_epoch: AdapterEpochCallback | None = None,
+    on_finished: Callable[[Learner], Learner | None] | None = None,
+    on_failed: Callable[[Learner, FloatingPointError], None] | None = None,
+) -> None:
+    """Train the adapters of `learners` (each named by its adapter) over `model` at once.
+
+    Every pass carries the next batch of each learner still training, each through its
+    own adapter. A learner's epoch ends with its own dev score and early stopping; when it
+    stops (best weights restored), `on_finished` sees it while the model routes every batch
+    through its adapter, and may return the learner of that adapter's next step (a new
+    optimizer and schedule, as a run alone starts each step), which joins the next pass.
+    Training ends when no learner is left. The learners share one precision.
+
+    A learner whose epoch had a non-finite loss or gradient norm stops the whole training
+    (`Learner.check_finite`), unless `on_failed` takes it: then that learner alone is
+    dropped and the others go on. Its adapter is its own, so its NaNs reach no other.
+    """
+    precision = learners[0].config.precision if learners else "fp32"
+    router = AdapterRouter()
     for learner in learners:
         learner.start_epoch()
     active = list(learners)
@@ -195,23 +242,31 @@ def train_adapters_together(
         while active:
             model.train()
             for group in length_groups(active, _longest):
-                _forward_backward(model, group, router, objective, config, pad_id, device)
+                _forward_backward(model, group, router, objective, precision, pad_id, device)
             for learner in [learner for learner in active if learner.epoch_done]:
-                learner.check_finite()
+                try:
+                    learner.check_finite()
+                except FloatingPointError as error:
+                    if on_failed is None:
+                        raise
+                    active.remove(learner)
+                    on_failed(learner, error)
+                    continue
                 router.set_single(learner.name)
                 dev_score = objective.task.score(
-                    model, learner.dev, labels, eval_batch_size, pad_id, device, config.precision
+                    model, learner.dev, labels, eval_batch_size, pad_id, device, precision
                 ).value
                 report = partial(on_epoch, learner.name) if on_epoch is not None else None
                 learner.end_epoch(dev_score, report)
                 if not learner.finished:
                     learner.start_epoch()
                     continue
-                active.remove(learner)
-                results[learner.name] = learner.result
-                if on_finished is not None:
-                    on_finished(learner.name, learner.result)
-    return results
+                following = None if on_finished is None else on_finished(learner)
+                if following is None:
+                    active.remove(learner)
+                    continue
+                following.start_epoch()
+                active[active.index(learner)] = following
 
 
 def _longest(learner: Learner) -> int:
@@ -224,7 +279,7 @@ def _forward_backward(
     group: Sequence[Learner],
     router: AdapterRouter,
     objective: Objective,
-    config: TrainConfig,
+    precision: str,
     pad_id: int,
     device: torch.device,
 ) -> None:
@@ -246,16 +301,16 @@ def _forward_backward(
     router.set_segments(segments)
     losses = []
     total = torch.zeros((), device=device)
-    with mixed_precision(config.precision, device):
+    with mixed_precision(precision, device):
         outputs = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         start = 0
-        for _, count in segments:
+        for learner, (_, count) in zip(group, segments, strict=True):
             rows = slice(start, start + count)
             start += count
             part = Batch(*(tensor[rows] for tensor in batch.tensors))
             loss = objective.loss(model, part, type(outputs)(logits=outputs.logits[rows]))
             losses.append(loss.detach())
-            total = total + loss / config.gradient_accumulation
+            total = total + loss / learner.config.gradient_accumulation
     total.backward()
     for learner, loss in zip(group, losses, strict=True):
         learner.micro_batch_done(loss)

@@ -22,6 +22,7 @@ from xlcl.sweep.cost import (
     UPPER_BOUND,
     CalibrationError,
     Epochs,
+    Grouping,
     Overheads,
     Packing,
     estimate,
@@ -277,6 +278,25 @@ def test_sweep_totals_with_each_replicate_once(tmp_path):
         Packing(runs_per_gpu=2, speedup=3.0)
 
 
+def test_grouped_lora_runs_divide_their_own_hours_only(tmp_path):
+    runs = small_sweep(tmp_path)
+    priced = estimate_sweep(runs)
+    grouped = estimate_sweep(runs, grouping=Grouping(size=8, speedup=4.0))
+    # The SHARED LoRA runs of the 3 orders share one encoder: one group. VANILLA, MONO,
+    # MULTI (full fine-tuning) and NON-SHARED LoRA (an adapter per locale) train alone.
+    lora = {run.run_id for run in runs if run.method == "shared-lora"}
+    assert grouped.upper_bound.to_run.grouped_runs == len(lora) == 3
+    costs = priced.upper_bound.costs
+    saved = sum(costs[run_id].gpu_hours for run_id in lora) * (1 - 1 / 4.0)
+    assert grouped.upper_bound.to_run.gpu_hours == pytest.approx(
+        priced.upper_bound.to_run.gpu_hours - saved
+    )
+    # groups of 1 are no groups; and a speedup beyond the group's size is refused
+    assert estimate_sweep(runs, grouping=Grouping(size=1)).upper_bound.to_run.grouped_runs == 0
+    with pytest.raises(ValueError, match="speedup from 1 to the size"):
+        Grouping(size=2, speedup=3.0)
+
+
 # The dry run's command line.
 
 
@@ -320,6 +340,16 @@ def test_the_dry_run_shows_both_totals(sweep_file, calibration_dir, tmp_path):
         in text
     )
     assert "GPU-hours; each replicate once: 8 runs" in text
+
+
+def test_the_dry_run_counts_the_runs_it_would_group(sweep_file, tmp_path):
+    args = ["sweep", str(sweep_file), "--dry-run", "--results", str(tmp_path / "results")]
+    text = " ".join(invoke(*args, "--group-lora").stdout.split())
+    # the SHARED LoRA runs of the 3 orders share one encoder; no GPU has measured a speedup
+    assert "3 of them in groups (--group-lora), priced without a speedup" in text
+    assert "in groups" not in " ".join(invoke(*args).stdout.split())
+    total = json.loads(invoke(*args, "--group-lora", "--json").stdout)["total"]
+    assert total["upper_bound"]["to_run"]["grouped_runs"] == 3
 
 
 def test_calibrated_counts_show_without_hours(sweep_file, calibration_dir, tmp_path):

@@ -76,6 +76,17 @@ def run(
             "a job; ray: 1/K GPU a task); refused if K runs would not fit its memory",
         ),
     ] = 1,
+    group_lora: Annotated[
+        bool,
+        typer.Option(
+            "--group-lora",
+            help="train SHARED and MULTI LoRA runs that share an encoder (model, data, "
+            "precision) as groups over one copy of it, one job per group",
+        ),
+    ] = False,
+    group_size: Annotated[
+        int, typer.Option("--group-size", min=2, help="with --group-lora: runs per group")
+    ] = 8,
     retries: Annotated[
         int, typer.Option("--retries", min=0, help="extra attempts for failed runs")
     ] = 0,
@@ -126,7 +137,7 @@ def run(
     if calibrate and not dry_run:
         fail("--calibrate prices a dry run: add --dry-run")
     if dry_run:
-        _dry_run(sweep, json_out, calibrate or [])
+        _dry_run(sweep, json_out, calibrate or [], group_size if group_lora else 1)
         return
     try:
         chosen = make_backend(
@@ -145,7 +156,13 @@ def run(
     except ValueError as error:
         fail(str(error))
     console = Console(stderr=True)
-    entries = run_sweep(sweep, chosen, retries=retries, say=console.print)
+    entries = run_sweep(
+        sweep,
+        chosen,
+        retries=retries,
+        say=console.print,
+        group_size=group_size if group_lora else 1,
+    )
     _show(entries, sweep.results, json_out)
     if any(entry.status.state.value != "done" for entry in entries):
         raise typer.Exit(1)
@@ -171,9 +188,9 @@ def status(
     _show(entries, results, json_out)
 
 
-def _dry_run(sweep: Any, json_out: bool, calibrate: list[Path]) -> None:
+def _dry_run(sweep: Any, json_out: bool, calibrate: list[Path], group_size: int) -> None:
     from xlcl.sweep import describe
-    from xlcl.sweep.cost import estimate_sweep, read_calibration
+    from xlcl.sweep.cost import Grouping, estimate_sweep, read_calibration
     from xlcl.sweep.state import run_status
 
     try:
@@ -186,7 +203,8 @@ def _dry_run(sweep: Any, json_out: bool, calibrate: list[Path]) -> None:
         row["state"] = run_status(sweep.results / config.run_id, row["steps"]).state.value
         rows.append(row)
     done = {row["run_id"] for row in rows if row["state"] == "done"}
-    priced = estimate_sweep(sweep.runs, done, calibration)
+    # A group's speedup is not measured yet (no GPU has run one): priced at 1, no gain.
+    priced = estimate_sweep(sweep.runs, done, calibration, grouping=Grouping(size=group_size))
     if not json_out:
         calibrated_from = ""
         if calibration is not None:
@@ -227,6 +245,9 @@ def _print_dry_run(
             f"; {len(priced.replicate_of)} of the {len(rows)} repeat an order-independent "
             "run under another order (replicate of)"
         )
+    grouped = priced.upper_bound.to_run.grouped_runs
+    if grouped:
+        line += f"; {grouped} of them in groups (--group-lora), priced without a speedup"
     # Plain lines, not rich's: paths stay whole (no wrapping) and brackets are not markup.
     typer.echo(line)
     typer.echo(_summary("upper bound (every step all train.epochs)", priced.upper_bound))

@@ -30,6 +30,7 @@ from xlcl.config import RunConfig
 from xlcl.data import resolve_order
 from xlcl.metrics.io import read_manifest, run_facts
 from xlcl.schedules import SEQUENTIAL
+from xlcl.schedules.grouping import form_groups
 from xlcl.store import CURVES, MANIFEST, is_complete
 
 MASSIVE_SPLIT_SIZES = {"train": 11_514, "dev": 2_033, "test": 2_974}
@@ -328,6 +329,37 @@ ONE_RUN_PER_GPU = Packing()
 
 
 @dataclass(frozen=True)
+class Grouping:
+    """LoRA runs trained in groups over one encoder (``--group-lora``): at most `size` runs
+    a group (`xlcl.schedules.grouping.form_groups`), and the measured `speedup` of a group:
+    how many times faster its runs finish together than one after another.
+
+    From 1 (no gain: the default, until a GPU has measured it) to `size`; it divides the
+    hours of the runs that land in groups of two or more, not the others'.
+    """
+
+    size: int = 1
+    speedup: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or not 1.0 <= self.speedup <= self.size:
+            raise ValueError(
+                f"groups of {self.size} with speedup {self.speedup}: expected a size >= 1 "
+                "and a speedup from 1 to the size"
+            )
+
+    def grouped(self, configs: Sequence[RunConfig]) -> set[str]:
+        """The run ids of `configs` that train in groups of two or more."""
+        if self.size == 1:
+            return set()
+        groups = form_groups(configs, self.size)
+        return {config.run_id for group in groups if len(group) > 1 for config in group}
+
+
+NO_GROUPS = Grouping()
+
+
+@dataclass(frozen=True)
 class Total:
     """Runs priced together: GPU-hours of those whose model's speed is known, the others
     counted apart."""
@@ -336,6 +368,7 @@ class Total:
     train_utterance_epochs: float
     gpu_hours: float
     runs_without_hours: int
+    grouped_runs: int = 0  # of `runs`, those trained in groups (`Grouping`)
 
 
 @dataclass(frozen=True)
@@ -363,9 +396,10 @@ def estimate_sweep(
     done: Collection[str] = (),
     calibration: Calibration | None = None,
     packing: Packing = ONE_RUN_PER_GPU,
+    grouping: Grouping = NO_GROUPS,
 ) -> SweepCost:
     """The cost of the runs of `configs` not in `done` (run ids), as one after another on
-    one GPU each, or as `packing` packs them."""
+    one GPU each, or as `packing` packs them and `grouping` groups them."""
     repeats = replicate_of(configs)
     # A group of replicates, named by its first run, needs nothing more once one is done.
     settled = {repeats.get(run_id, run_id) for run_id in done}
@@ -378,11 +412,17 @@ def estimate_sweep(
 
     def priced(calibrated: Calibration | None) -> Priced:
         costs = {config.run_id: estimate(config, calibrated) for config in configs}
-        return Priced(
-            costs,
-            _total([costs[config.run_id] for config in pending], packing),
-            _total([costs[config.run_id] for config in once], packing),
-        )
+
+        def total(runs: Sequence[RunConfig]) -> Total:
+            grouped = grouping.grouped(runs)
+            return _total(
+                [costs[config.run_id] for config in runs],
+                packing,
+                [config.run_id in grouped for config in runs],
+                grouping.speedup,
+            )
+
+        return Priced(costs, total(pending), total(once))
 
     return SweepCost(
         upper_bound=priced(None),
@@ -391,11 +431,18 @@ def estimate_sweep(
     )
 
 
-def _total(costs: Sequence[Cost], packing: Packing) -> Total:
-    hours = [cost.gpu_hours for cost in costs if cost.gpu_hours is not None]
+def _total(
+    costs: Sequence[Cost], packing: Packing, grouped: Sequence[bool], group_speedup: float
+) -> Total:
+    hours = [
+        cost.gpu_hours / (group_speedup if in_group else 1.0)
+        for cost, in_group in zip(costs, grouped, strict=True)
+        if cost.gpu_hours is not None
+    ]
     return Total(
         runs=len(costs),
         train_utterance_epochs=sum(cost.train_utterance_epochs for cost in costs),
         gpu_hours=sum(hours) / packing.speedup,
         runs_without_hours=len(costs) - len(hours),
+        grouped_runs=sum(grouped),
     )

@@ -15,7 +15,8 @@ from typing import Any
 from xlcl.config import RunConfig
 from xlcl.data import resolve_order
 from xlcl.metrics.io import schedule_named
-from xlcl.store import MANIFEST
+from xlcl.schedules.grouping import form_groups
+from xlcl.store import MANIFEST, is_complete
 from xlcl.sweep.backends import Backend
 from xlcl.sweep.spec import Sweep
 from xlcl.sweep.state import (
@@ -116,10 +117,17 @@ def run_sweep(
     backend: Backend,
     retries: int = 0,
     say: Callable[[str], None] = lambda text: None,
+    group_size: int = 1,
 ) -> list[SweepEntry]:
-    """Run every unfinished run of `sweep` on `backend`, retrying failures `retries` times."""
+    """Run every unfinished run of `sweep` on `backend`, retrying failures `retries` times.
+
+    With `group_size` above 1, LoRA runs that can share their encoder train in groups of
+    up to that many runs, one job each (`xlcl.schedules.grouped.form_groups`).
+    """
     if retries < 0:
         raise ValueError(f"retries must be 0 or more, got {retries}")
+    if group_size < 1:
+        raise ValueError(f"--group-size must be at least 1, got {group_size}")
     sweep.results.mkdir(parents=True, exist_ok=True)
     write_sweep_file(sweep)
     pending: list[RunConfig] = []
@@ -138,18 +146,23 @@ def run_sweep(
             say(f"retry {round_}/{retries}: {len(pending)} run(s)")
         for config in pending:
             mark_queued(sweep.results / config.run_id)
-        jobs = [Job.of(c, backend.name) for c in pending]
-        say(f"{backend.name}: {len(jobs)} run(s)")
+        groups = form_groups(pending, group_size) if group_size > 1 else [[c] for c in pending]
+        jobs = [Job.of_group(group, backend.name) for group in groups]
+        grouped = sum(len(group) for group in groups if len(group) > 1)
+        together = f", {grouped} of them in groups" if grouped else ""
+        say(f"{backend.name}: {len(pending)} run(s){together}")
         outcomes = backend.run(jobs)
         again = []
-        for config, outcome in zip(pending, outcomes, strict=True):
-            if not outcome.recorded:
-                end_attempt(
-                    sweep.results / config.run_id, outcome.state, outcome.error, backend.name
-                )
-            say(f"{config.run_id} {config.method_spec.label}: {outcome.state.value}")
-            if outcome.state in (RunState.FAILED, RunState.INTERRUPTED):
-                say(f"  {outcome.error}")
-                again.append(config)
+        for group, outcome in zip(groups, outcomes, strict=True):
+            for config in group:
+                directory = sweep.results / config.run_id
+                # A failed group's runs that finished are done.
+                state = RunState.DONE if is_complete(directory) else outcome.state
+                if not outcome.recorded and state is not RunState.DONE:
+                    end_attempt(directory, state, outcome.error, backend.name)
+                say(f"{config.run_id} {config.method_spec.label}: {state.value}")
+                if state in (RunState.FAILED, RunState.INTERRUPTED):
+                    say(f"  {outcome.error}")
+                    again.append(config)
         pending = again
     return [entry for entry in sweep_status(sweep.results) if entry.run["run_id"] in sweep.by_id()]

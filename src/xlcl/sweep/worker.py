@@ -1,8 +1,10 @@
-"""One run of a sweep, in the process a backend gives it: lock, heartbeat, run, record.
+"""One run of a sweep (or one group of runs), in the process a backend gives it: lock,
+heartbeat, run, record.
 
 Every backend ends up here: the local pool starts ``python -m xlcl.sweep JOB_JSON``,
 Slurm (submitit) and Ray call `execute` in their own worker processes. The run itself is
-`xlcl.protocol.run`, which resumes an unfinished run directory from its last finished step.
+`xlcl.protocol.run`, which resumes an unfinished run directory from its last finished step;
+a group (``--group-lora``) is `xlcl.schedules.grouped.run_group`, which does so for each.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,27 +38,43 @@ EXIT_ELSEWHERE = 3
 
 @dataclass(frozen=True)
 class Job:
-    """A run for a backend to execute: its resolved config and who executes it."""
+    """Runs for a backend to execute: a run's resolved config and who executes it, and the
+    other runs trained with it as one group (`xlcl.schedules.grouped`), if any."""
 
     run_id: str
     config: dict[str, Any]
     backend: str
+    group: tuple[dict[str, Any], ...] = ()  # the configs of the group's other runs
 
     @classmethod
     def of(cls, config: RunConfig, backend: str) -> Job:
         """The job of running `config` on `backend`."""
         return cls(config.run_id, config.model_dump(mode="json"), backend)
 
+    @classmethod
+    def of_group(cls, configs: Sequence[RunConfig], backend: str) -> Job:
+        """The job of running `configs` as one group (one run: alone), named by the first."""
+        lead, *others = configs
+        group = tuple(config.model_dump(mode="json") for config in others)
+        return cls(lead.run_id, lead.model_dump(mode="json"), backend, group)
+
     def run_config(self) -> RunConfig:
         """The config, validated again on the executing side."""
-        config = validate_config(self.config, where=f"job {self.run_id}")
-        if config.run_id != self.run_id:
-            raise ValueError(f"job {self.run_id}: its config hashes to {config.run_id}")
-        return config
+        return self.run_configs()[0]
+
+    def run_configs(self) -> list[RunConfig]:
+        """The configs of every run of the job, the first run's first."""
+        configs = []
+        for raw in (self.config, *self.group):
+            config = validate_config(raw, where=f"job {self.run_id}")
+            configs.append(config)
+        if configs[0].run_id != self.run_id:
+            raise ValueError(f"job {self.run_id}: its config hashes to {configs[0].run_id}")
+        return configs
 
     @property
     def run_dir(self) -> Path:
-        """``RESULTS/<run_id>``."""
+        """``RESULTS/<run_id>`` of the first run (a group's log goes there)."""
         return Path(self.config["output_dir"]) / self.run_id
 
 
@@ -69,37 +89,60 @@ class Outcome:
 
 
 def execute(job: Job, job_id: str | None = None) -> Outcome:
-    """Run `job` here, recording the attempt; exceptions of the run become a FAILED outcome."""
-    config = job.run_config()
-    if is_complete(job.run_dir):
+    """Run `job` here, recording the attempt in each of its runs; exceptions of the runs
+    become a FAILED outcome. A group's finished runs are skipped, the rest train together."""
+    configs = [config for config in job.run_configs() if not is_complete(_directory(config))]
+    if not configs:
         return Outcome(job.run_id, RunState.DONE)
     try:
-        with run_lock(job.run_dir):
-            return _attempt(job, config, job_id)
+        with ExitStack() as locks:
+            for config in configs:
+                locks.enter_context(run_lock(_directory(config)))
+            return _attempt(job, configs, job_id)
     except AlreadyRunning as error:
         return Outcome(job.run_id, RunState.RUNNING, str(error))
 
 
-def _attempt(job: Job, config: RunConfig, job_id: str | None) -> Outcome:
-    begin_attempt(job.run_dir, job.backend, job_id)
+def _directory(config: RunConfig) -> Path:
+    return Path(config.output_dir) / config.run_id
+
+
+def _attempt(job: Job, configs: Sequence[RunConfig], job_id: str | None) -> Outcome:
+    directories = [_directory(config) for config in configs]
+    for directory in directories:
+        begin_attempt(directory, job.backend, job_id)
     from transformers.utils import logging as transformers_logging
 
-    from xlcl.protocol import run  # torch is imported only where a run executes
+    # torch is imported only where a run executes
+    from xlcl.protocol import run
+    from xlcl.schedules.grouped import run_group
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
-    with Heartbeat(job.run_dir):
+
+    def end(state: RunState, message: str | None) -> None:
+        for directory in directories:  # a group's runs that finished are done all the same
+            done = state is not RunState.DONE and is_complete(directory)
+            end_attempt(
+                directory, RunState.DONE if done else state, None if done else message, job.backend
+            )
+
+    with ExitStack() as heartbeats:
+        for directory in directories:
+            heartbeats.enter_context(Heartbeat(directory))
         try:
-            run(config, ConsoleReporter())
+            if job.group:
+                run_group(configs, ConsoleReporter())
+            else:
+                run(configs[0], ConsoleReporter())
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
-            end_attempt(job.run_dir, RunState.FAILED, message, job.backend)
+            end(RunState.FAILED, message)
             return Outcome(job.run_id, RunState.FAILED, message)
         except BaseException as error:  # SIGTERM (as SystemExit), Ctrl-C
-            message = f"{type(error).__name__}: {error}"
-            end_attempt(job.run_dir, RunState.INTERRUPTED, message, job.backend)
+            end(RunState.INTERRUPTED, f"{type(error).__name__}: {error}")
             raise
-    end_attempt(job.run_dir, RunState.DONE, None, job.backend)
+    end(RunState.DONE, None)
     return Outcome(job.run_id, RunState.DONE)
 
 
@@ -110,7 +153,8 @@ def job_to_json(job: Job) -> str:
 
 def job_from_json(text: str) -> Job:
     """The inverse of `job_to_json`."""
-    return Job(**json.loads(text))
+    fields = json.loads(text)
+    return Job(**{**fields, "group": tuple(fields.get("group", ()))})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,243 @@
+"""LoRA runs trained as one group over one encoder equal the same runs trained alone.
+
+A group of three SHARED LoRA runs (different orders, ranks, rates and so early-stopping
+points) and a MULTI LoRA run, on a tiny encoder without dropout in fp32: the score
+tables, curves, adapters and checkpoints must be those of the runs alone (rtol 1e-5), and
+a mutation of the group's routing or of its step bookkeeping must break that equality.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import xlcl.schedules.grouped
+from massive_fixture import write_massive_dir
+from tiny_models import save_tiny_model
+from xlcl.checkpoint import latest_checkpoint
+from xlcl.config import ConfigError, validate_config
+from xlcl.protocol import run
+from xlcl.schedules.grouped import GroupRunsFailed, run_group
+from xlcl.schedules.grouping import form_groups, why_not_grouped
+from xlcl.store import DONE
+from xlcl.together import AdapterRouter
+
+TRAIN = {
+    "epochs": 8,
+    "patience": 2,
+    "batch_size": 4,
+    "warmup_ratio": 0.0,
+    "head_learning_rate": 0.1,
+}
+MEMBERS = [
+    # method, rank, alpha, learning rate, order
+    ("shared-lora", 4, 8, 5e-3, ["en-US", "ja-JP", "de-DE"]),
+    ("shared-lora", 8, 8, 2e-3, ["de-DE", "en-US", "ja-JP"]),
+    ("shared-lora", 2, 4, 5e-3, ["ja-JP", "de-DE", "en-US"]),
+    ("multi", 4, 4, 5e-3, ["en-US", "ja-JP", "de-DE"]),
+]
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """‖actual − expected‖ / ‖expected‖: a weight tensor's error relative to its size.
+
+    Adam divides each gradient by its own running scale, so the rounding of a shared
+    batch's padding moves a weight whose gradients are near 0 by as much as any other;
+    element by element, such weights differ by more than rtol of their own tiny values.
+    """
+    return float((actual - expected).norm() / expected.norm().clamp_min(1e-12))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    # Dropout off in the encoder (and LoRA's below): equal results need equal masks.
+    model = save_tiny_model(
+        tmp_path_factory.mktemp("tiny-no-dropout"),
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    return model, write_massive_dir(tmp_path_factory.mktemp("massive"))
+
+
+def configs(setup, output: Path, members=MEMBERS, **extra):
+    model, massive = setup
+    return [
+        validate_config(
+            {
+                "model": str(model),
+                "method": method,
+                "rank": rank,
+                "order": order,
+                "data": {"source": str(massive)},
+                "lora": {"alpha": alpha, "dropout": 0.0},
+                "train": {**TRAIN, "learning_rate": rate, "threads": 1},
+                "output_dir": str(output),
+                **extra,
+            }
+        )
+        for method, rank, alpha, rate, order in members
+    ]
+
+
+@pytest.fixture(scope="module")
+def alone(setup, tmp_path_factory):
+    output = tmp_path_factory.mktemp("alone")
+    return [run(config) for config in configs(setup, output)]
+
+
+def differences(reference: Path, got: Path) -> list[str]:
+    """Where run directory `got` differs from `reference` beyond the tolerance."""
+    found = []
+    cells = ["step", "trained_locale", "eval_locale", "f1", "precision", "recall", "n_pred"]
+    scores = [pd.read_parquet(d / "scores.parquet")[cells] for d in (reference, got)]
+    try:
+        pd.testing.assert_frame_equal(*scores, check_exact=False, rtol=RTOL, atol=ATOL)
+    except AssertionError as error:
+        found.append(f"scores: {str(error).splitlines()[0]}")
+    columns = ["step", "epoch", "train_loss", "dev_score", "learning_rate"]
+    curves = [pd.read_parquet(d / "curves.parquet")[columns] for d in (reference, got)]
+    try:
+        pd.testing.assert_frame_equal(*curves, check_exact=False, rtol=RTOL, atol=ATOL)
+    except AssertionError as error:
+        found.append(f"curves: {str(error).splitlines()[0]}")
+    # Adapters and checkpoints' weights. Not the checkpoints' torch generator states: a
+    # group draws from one generator for all its runs (dropout masks; none here).
+    weights = sorted(p.relative_to(reference) for p in reference.rglob("*.safetensors"))
+    weights = [path for path in weights if path.name != "rng.safetensors"]
+    if weights != sorted(
+        p.relative_to(got) for p in got.rglob("*.safetensors") if p.name != "rng.safetensors"
+    ):
+        return [*found, "weight files"]
+    for path in weights:
+        expected, actual = load_file(reference / path), load_file(got / path)
+        if expected.keys() != actual.keys():
+            found.append(f"{path}: tensor names")
+            continue
+        for name, tensor in expected.items():
+            if relative_error(actual[name], tensor) > RTOL:
+                found.append(f"{path}: {name}")
+    return found
+
+
+def test_a_group_gives_each_run_the_results_it_has_alone(setup, alone, tmp_path):
+    grouped = run_group(configs(setup, tmp_path))
+    assert [d.name for d in grouped] == [d.name for d in alone]  # the same run ids
+    for reference, got in zip(alone, grouped, strict=True):
+        assert (got / DONE).is_file()
+        assert differences(reference, got) == []
+        # the comparison has teeth: every cell scored, and the runs really trained
+        scores = pd.read_parquet(got / "scores.parquet")
+        assert scores["f1"].notna().all()
+        assert (scores.groupby("step")["f1"].mean().diff().dropna() != 0).any()
+    # The members stop early at different epochs, so the group's make-up changes as it
+    # trains; and the SHARED runs' last checkpoints hold their adapters, named as alone.
+    epochs = [tuple(pd.read_parquet(d / "curves.parquet").groupby("step").size()) for d in alone]
+    assert len(set(epochs)) > 1
+    for reference, got in zip(alone[:3], grouped[:3], strict=True):
+        weights = [latest_checkpoint(d, d.name).weights() for d in (reference, got)]
+        assert weights[0].keys() == weights[1].keys()
+        assert any(".lora_A.default." in name for name in weights[1])
+        assert all(relative_error(weights[1][n], w) <= RTOL for n, w in weights[0].items())
+
+
+def wrong_scaling(self, layer, x):
+    """The router's LoRA forward with the first segment's scaling for every segment."""
+    result = layer.base_layer(x)
+    segments = self.segments_for(x.shape[0])
+    scaling = layer.scaling[segments[0][0]]
+    parts = [
+        layer.lora_B[name](layer.lora_A[name](x[start:end])) * scaling
+        for name, start, end in segments
+    ]
+    return result + torch.cat(parts)
+
+
+def next_step_with_the_first_steps_seed(self, model):
+    """The member's next learner with its batches drawn as for its first step."""
+    learner = original_next_learner(self, model)
+    if learner is not None:
+        learner.rng = np.random.default_rng(learner.config.seed + 1)
+    return learner
+
+
+original_next_learner = xlcl.schedules.grouped._Member.next_learner
+
+
+@pytest.mark.parametrize(
+    ("target", "name", "mutant"),
+    [
+        (AdapterRouter, "_lora_forward", wrong_scaling),
+        (xlcl.schedules.grouped._Member, "next_learner", next_step_with_the_first_steps_seed),
+    ],
+)
+def test_a_mutated_group_fails_the_equality(
+    setup, alone, tmp_path, monkeypatch, target, name, mutant
+):
+    monkeypatch.setattr(target, name, mutant)
+    # Two runs are enough: their LoRA scalings differ, and both have steps after the first.
+    grouped = run_group(configs(setup, tmp_path, members=MEMBERS[:2]))
+    found = [d for ref, got in zip(alone, grouped, strict=False) for d in differences(ref, got)]
+    assert found
+
+
+def test_a_stopped_group_resumes_each_run_from_its_own_last_step(
+    setup, alone, tmp_path, monkeypatch
+):
+    original = xlcl.schedules.grouped._Member.record_step
+    recorded = []
+
+    def stop_at_the_fourth_step(self, model, learner):
+        if len(recorded) == 3:
+            raise KeyboardInterrupt
+        original(self, model, learner)
+        recorded.append(self.run.config.run_id)
+
+    monkeypatch.setattr(xlcl.schedules.grouped._Member, "record_step", stop_at_the_fourth_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_group(configs(setup, tmp_path))
+    monkeypatch.undo()
+    directories = [tmp_path / d.name for d in alone]
+    assert not any((d / DONE).exists() for d in directories[:3])
+    # resumed: the three unfinished SHARED runs alone, the rest in a group again
+    run(configs(setup, tmp_path)[0])
+    run_group(configs(setup, tmp_path))
+    for reference, got in zip(alone, directories, strict=True):
+        assert differences(reference, got) == []
+
+
+def test_runs_a_group_cannot_hold_are_refused_or_kept_apart(setup, tmp_path):
+    shared, *_, multi = configs(setup, tmp_path)
+    vanilla = configs(setup, tmp_path, members=[("vanilla", None, None, 1e-3, ["en-US"])])[0]
+    nonshared = configs(setup, tmp_path, members=[("nonshared-lora", 4, 4, 1e-3, ["en-US"])])[0]
+    assert why_not_grouped(shared) is None and why_not_grouped(multi) is None
+    assert "trains the encoder itself" in why_not_grouped(vanilla)
+    assert "fresh adapter per locale" in why_not_grouped(nonshared)
+    with pytest.raises(ConfigError, match=f"run {vanilla.run_id} cannot train in a group"):
+        run_group([shared, vanilla])
+    other_data = configs(setup, tmp_path, data={"source": str(setup[1]), "max_train": 3})[0]
+    with pytest.raises(ConfigError, match="differ in the model, data"):
+        run_group([shared, other_data])
+    groups = form_groups([shared, vanilla, multi, other_data, nonshared], max_size=8)
+    assert groups == [[shared, multi], [vanilla], [other_data], [nonshared]]
+    assert form_groups([shared, multi], max_size=1) == [[shared], [multi]]
+
+
+def test_a_run_with_a_non_finite_loss_fails_alone_and_the_others_finish(setup, alone, tmp_path):
+    # A learning rate of 1e30 overflows the run's weights in its first updates.
+    doomed = ("shared-lora", 4, 8, 1e30, ["de-DE", "ja-JP", "en-US"])
+    good, bad = configs(setup, tmp_path, members=[MEMBERS[0], doomed])
+    with pytest.raises(GroupRunsFailed, match=f"run {bad.run_id}: non-finite loss"):
+        run_group([good, bad])
+    assert differences(alone[0], tmp_path / good.run_id) == []  # finished as it does alone
+    assert (tmp_path / good.run_id / DONE).is_file()
+    manifest = json.loads((tmp_path / bad.run_id / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert manifest["error"].startswith("FloatingPointError: non-finite loss")
+    assert not (tmp_path / bad.run_id / DONE).exists()
