@@ -23,6 +23,7 @@ def test_the_checkout_configs_are_the_packaged_ones():
     assert not any(name.startswith("sweeps/") for name in packaged_names())
     assert packaged_names(sweeps=True) == [
         "sweeps/paper",
+        "sweeps/planner-validation",
         "sweeps/remedies",
         "sweeps/replication",
         "sweeps/replication-gpu",

@@ -108,3 +108,21 @@ def test_the_replication_sweeps_run_each_method_once_or_per_order(name):
     if name == "replication-xlmr":  # the paper sweep's runs: results serve both
         paper = load_sweep(REPO / "configs" / "sweeps" / "paper.yaml").by_id()
         assert set(sweep.by_id()) <= set(paper)
+
+
+def test_the_planner_validation_runs_seven_orders_of_eight_unseen_locales_per_method():
+    """Planned, worst and five random orders; both seeds; VANILLA and SHARED LoRA 16."""
+    sweep = load_sweep(REPO / "configs" / "sweeps" / "planner-validation.yaml")
+    assert len(sweep.runs) == 28
+    unseen = {"fr-FR", "pl-PL", "tr-TR", "el-GR", "ar-SA", "ko-KR", "ja-JP", "zh-CN"}
+    orders: dict[str, set[tuple[str, ...]]] = {}
+    for run in sweep.runs:
+        assert set(run.order) == unseen and len(run.order) == 8
+        assert (run.data.max_train, run.data.max_dev, run.data.max_test) == (400, 100, 100)
+        orders.setdefault(run.method_spec.label, set()).add(tuple(run.order))
+    assert sorted(orders) == ["SHARED LoRA 16", "VANILLA"]
+    assert all(len(seen) == 7 for seen in orders.values())
+    # the five random orders are shared; the planned and worst ones are each method's own
+    assert len(orders["VANILLA"] & orders["SHARED LoRA 16"]) == 5
+    seeds = {(run.method_spec.label, tuple(run.order), run.train.seed) for run in sweep.runs}
+    assert len(seeds) == 28

@@ -158,8 +158,9 @@ def run_sweep(
                 directory = sweep.results / config.run_id
                 # A failed group's runs that finished are done.
                 state = RunState.DONE if is_complete(directory) else outcome.state
-                if not outcome.recorded and state is not RunState.DONE:
-                    end_attempt(directory, state, outcome.error, backend.name)
+                if not outcome.recorded:
+                    error = None if state is RunState.DONE else outcome.error
+                    end_attempt(directory, state, error, backend.name)
                 say(f"{config.run_id} {config.method_spec.label}: {state.value}")
                 if state in (RunState.FAILED, RunState.INTERRUPTED):
                     say(f"  {outcome.error}")
