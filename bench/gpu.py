@@ -15,42 +15,61 @@ XLM-R tokenizer files in ``gpu/``)::
    timed apart) give the cost of the full 52-step run (10 epochs a step, the 53 x 52
    matrix), which is extrapolated and reported as such.
 
+``--models`` picks the models (e5-small, xlm-r-base, e5-large-instruct: the XLM-R-large
+architecture of intfloat/multilingual-e5-large-instruct; none: no throughput);
 ``--lora N`` measures LoRA rank N (PEFT, as xlcl wraps the model, the frozen base stored
 in bf16; ``--fp32-base`` keeps it in fp32, for comparison) instead of full fine-tuning,
 ``--trim`` trims the run's vocabulary (``trim_vocabulary``), ``--locales 0`` skips the
 run. ``--cuda-graphs`` trains with ``train.cuda_graphs`` (one CUDA graph per
 padded batch width) and first checks that graphed training matches eager training on the
 GPU: the same 64 updates (at most) from the same weights, dropout off, compared by loss and
-weights. Results go to ``OUT/gpu.json``.
+weights; with ``--against-eager`` it also measures each model's eager throughput and the
+ratio graphed / eager.
+
+``--scoring N`` scores a row of the score matrix (the test sets of the first N locales of
+order 1, whole) with a random-weight XLM-R-base-size model, cell by cell (a pass per test
+set, `Task.score_each`'s default) and in one pass (`MassiveSlots.score_each`), in bf16
+autocast (what runs use on a GPU) and fp32, at evaluation batches of 128 and 512; it
+reports each path's median row and how many cells and utterances differ between them.
+``--layers N`` overrides every model's layer count (dry runs on a CPU). Results go to
+``OUT/gpu.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import shutil
+import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from peft import get_peft_model
+from peft import TaskType, get_peft_model
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PretrainedConfig
 
-from xlcl.classifier import lora_config, store_frozen_linears_in_bf16
+from xlcl.classifier import head_modules, lora_config, store_frozen_linears_in_bf16
 from xlcl.config import LoraSettings, TrainConfig, validate_config
 from xlcl.data import ORDERS, load_massive, slot_label_names
 from xlcl.encode import EncodedSplit, encode
 from xlcl.evaluate.scoring import score_splits, uses_bf16
-from xlcl.params import E5_SMALL, XLMR_BASE
+from xlcl.params import E5_SMALL, XLMR_BASE, XLMR_LARGE
 from xlcl.protocol import run
+from xlcl.tasks import Task, TaskScore
 from xlcl.tasks.massive_slots import MassiveSlots
 from xlcl.train import Objective, train_step
 
 PEAK_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16
 LABELS = 111
+# intfloat/multilingual-e5-large-instruct: XLM-R large, LayerNorm eps 1e-5 as its config has
+E5_LARGE_INSTRUCT = copy.deepcopy(XLMR_LARGE)
+E5_LARGE_INSTRUCT.layer_norm_eps = 1e-5
+PRESETS = {"e5-small": E5_SMALL, "xlm-r-base": XLMR_BASE, "e5-large-instruct": E5_LARGE_INSTRUCT}
 
 
 def model_dir(root: Path, name: str, config: PretrainedConfig, tokenizer: Path) -> Path:
@@ -90,7 +109,9 @@ def load_model(
     if lora_rank is None:
         return model.to(device)
     settings = LoraSettings() if dropout else LoraSettings(dropout=0.0)
-    model = get_peft_model(model, lora_config(lora_rank, settings)).to(device)
+    head = head_modules(model, TaskType.TOKEN_CLS)
+    config = lora_config(lora_rank, settings, TaskType.TOKEN_CLS, head)
+    model = get_peft_model(model, config).to(device)
     if bf16_base and uses_bf16("auto", device):
         store_frozen_linears_in_bf16(model)
     return model
@@ -135,7 +156,9 @@ def throughput(
         compile=compile_model,
         cuda_graphs=cuda_graphs,
     )
-    common = dict(objective=Objective(MassiveSlots()), pad_id=1, device=device, eval_batch_size=256)
+    common: dict[str, Any] = dict(
+        objective=Objective(MassiveSlots()), pad_id=1, device=device, eval_batch_size=256
+    )
     train_step(model, [split], [dev], LABEL_NAMES, train, seed=0, **common)  # warm-up
     synchronize(device)
     started = time.perf_counter()
@@ -288,6 +311,78 @@ def cell_seconds(
     return float(np.median(seconds[1:]))
 
 
+def differing(a: list[TaskScore], b: list[TaskScore]) -> tuple[int, int]:
+    """Cells whose fields differ, and utterances whose counts differ (bench_scoring.py's)."""
+    cells = utterances = 0
+    for x, y in zip(a, b, strict=True):
+        assert x.utterances is not None and y.utterances is not None
+        rows = np.any(x.utterances.counts != y.utterances.counts, axis=1)
+        utterances += int(np.count_nonzero(rows))
+        fields = dataclasses.replace(x, utterances=None), dataclasses.replace(y, utterances=None)
+        cells += fields[0] != fields[1] or bool(rows.any())
+    return cells, utterances
+
+
+def scoring_row(
+    directory: Path,
+    archive: Path,
+    locales: int,
+    max_test: int | None,
+    device: torch.device,
+    repeats: int = 3,
+) -> dict[str, object]:
+    """A row of the score matrix, cell by cell against in one pass (bench_scoring.py's
+    comparison, on `device`): the test sets of the first `locales` of order 1."""
+    order = list(ORDERS[1][:locales])
+    data = load_massive(archive, order)
+    labels = slot_label_names(data)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    ids = {name: index for index, name in enumerate(labels)}
+    tests = [
+        encode(data.utterances(locale, "test")[:max_test], tokenizer, ids, 128) for locale in order
+    ]
+    torch.manual_seed(0)  # a fresh head where the labels are not the saved model's LABELS
+    model = AutoModelForTokenClassification.from_pretrained(
+        directory, num_labels=len(labels), ignore_mismatched_sizes=True
+    )
+    model.to(device)
+    task, pad_id = MassiveSlots(), tokenizer.pad_token_id
+    results: dict[str, object] = {
+        "locales": order,
+        "utterances": sum(len(test) for test in tests),
+        "subwords": sum(int(test.lengths.sum()) for test in tests),
+    }
+    # auto: bf16 autocast on a GPU (what runs use there), fp32 on a CPU
+    precisions = {"bf16" if uses_bf16(p, device) else "fp32": p for p in ("auto", "fp32")}
+    for label, precision in precisions.items():
+        for batch_size in (128, 512):
+            scoring = (labels, batch_size, pad_id, device, precision)
+            paths = {
+                "cell_by_cell": lambda s=scoring: Task.score_each(task, model, tests, *s),
+                "one_pass": lambda s=scoring: task.score_each(model, tests, *s),
+            }
+            seconds: dict[str, list[float]] = {name: [] for name in paths}
+            cells = {name: row() for name, row in paths.items()}  # untimed warm-up
+            for _ in range(repeats):  # the paths take turns
+                for name, row in paths.items():
+                    synchronize(device)
+                    started = time.perf_counter()
+                    cells[name] = row()  # ends on the host: the pass's transfer syncs
+                    seconds[name].append(time.perf_counter() - started)
+            medians = {name: statistics.median(times) for name, times in seconds.items()}
+            different_cells, different_utterances = differing(*cells.values())
+            key = f"{label}/batch-{batch_size}"
+            results[key] = {
+                "cell_by_cell_s": seconds["cell_by_cell"],
+                "one_pass_s": seconds["one_pass"],
+                "one_pass_speedup": medians["cell_by_cell"] / medians["one_pass"],
+                "differing_cells": different_cells,
+                "differing_utterances": different_utterances,
+            }
+            print("scoring", key, results[key], flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archive", type=Path, required=True)
@@ -299,7 +394,15 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--compile", action="store_true", help="train with torch.compile")
     parser.add_argument("--cuda-graphs", action="store_true", help="train.cuda_graphs")
-    parser.add_argument("--models", nargs="+", default=["e5-small", "xlm-r-base"])
+    parser.add_argument(
+        "--models", nargs="*", default=["e5-small", "xlm-r-base"], choices=list(PRESETS)
+    )
+    parser.add_argument(
+        "--against-eager", action="store_true", help="with --cuda-graphs: eager throughput too"
+    )
+    parser.add_argument("--scoring", type=int, default=0, help="locales of a scored row; 0: none")
+    parser.add_argument("--max-test", type=int, default=None, help="--scoring, dry runs on a CPU")
+    parser.add_argument("--layers", type=int, default=None, help="dry runs on a CPU")
     parser.add_argument("--lora", type=int, default=None, help="throughput of LoRA rank N")
     parser.add_argument("--trim", action="store_true", help="the run trims the vocabulary")
     parser.add_argument(
@@ -325,17 +428,18 @@ def main() -> None:
         "lora_base": None if args.lora is None else ("fp32" if args.fp32_base else "bf16"),
         "trim_vocabulary": args.trim,
     }
-    presets = {"e5-small": E5_SMALL, "xlm-r-base": XLMR_BASE}
     for name in args.models:
-        config = copy.deepcopy(presets[name])
+        config = copy.deepcopy(PRESETS[name])
         config.num_labels = LABELS
+        if args.layers is not None:
+            config.num_hidden_layers = args.layers
         directory = model_dir(work, name, config, args.tokenizer)
         if args.cuda_graphs:
             results[f"graphs_against_eager/{name}"] = graphs_against_eager(
                 directory, lengths, min(args.samples, 64 * 32), device, args.lora
             )
             print(name, results[f"graphs_against_eager/{name}"], flush=True)
-        results[f"throughput/{name}"] = throughput(
+        measured = throughput(
             directory,
             config,
             lengths,
@@ -346,7 +450,34 @@ def main() -> None:
             args.lora,
             not args.fp32_base,
         )
-        print(name, results[f"throughput/{name}"], flush=True)
+        results[f"throughput/{name}"] = measured
+        print(name, measured, flush=True)
+        if args.against_eager and args.cuda_graphs:  # the same samples, without graphs
+            eager = throughput(
+                directory,
+                config,
+                lengths,
+                args.samples,
+                device,
+                args.compile,
+                False,
+                args.lora,
+                not args.fp32_base,
+            )
+            results[f"throughput-eager/{name}"] = eager
+            ratio = measured["samples_per_s"] / eager["samples_per_s"]
+            results[f"graphed_over_eager/{name}"] = ratio
+            print(name, "eager", eager, "graphed / eager", ratio, flush=True)
+        (args.out / "gpu.json").write_text(json.dumps(results, indent=2))
+    if args.scoring:
+        config = copy.deepcopy(XLMR_BASE)
+        config.num_labels = LABELS
+        if args.layers is not None:
+            config.num_hidden_layers = args.layers
+        directory = model_dir(work, "xlm-r-base", config, args.tokenizer)
+        results["scoring/xlm-r-base"] = scoring_row(
+            directory, args.archive, args.scoring, args.max_test, device
+        )
         (args.out / "gpu.json").write_text(json.dumps(results, indent=2))
     if args.locales == 0:
         return

@@ -10,7 +10,8 @@
 #           XLM-R-base-size models; a 2-locale VANILLA run and the cost of one score cell
 # eager     the same without graphs, on the same machine
 # together  the 52 NON-SHARED LoRA adapters trained one by one and together (4 minutes;
-#           after a part that writes the XLM-R-base-size model: graphs, eager, lora, trim)
+#           after a part that writes the XLM-R-base-size model: graphs, eager, lora, trim,
+#           scoring)
 # lora      SHARED-LoRA-style r16 throughput, graphed (graphs checked) and eager, the
 #           frozen base in bf16 as xlcl stores it; graphed again with it in fp32
 # trim      the graphed VANILLA run with the vocabulary trimmed (trim_vocabulary)
@@ -21,6 +22,19 @@
 #           samples/s summed over the K processes against one alone, in OUT/pack-lora.json
 #           (not run yet: 5-8 minutes expected, mostly the processes' start-ups)
 # pack-full the same for full fine-tuning (as long)
+# e5-large  E5-large-instruct-size training (random-weight XLM-R large: 24 layers, hidden 1024,
+#           560M parameters; no hub here): graphs checked against eager, then samples/s
+#           graphed and eager on the same 2,048 samples, in OUT/e5-large.json with the ratio
+#           (not run yet: 1.5-2 minutes expected, a third of it writing and loading the model)
+# scoring   a row of the score matrix (order 1's first 6 test sets, 17,844 utterances) on a
+#           random-weight XLM-R-base-size model, cell by cell against in one pass, bf16 and
+#           fp32, batches of 128 and 512; in OUT/scoring/gpu.json (not run yet: about
+#           1.5 minutes expected, half of it reading and encoding the test sets)
+# group     SHARED LoRA r16 runs trained as one group (`xlcl sweep --group-lora`) of 1, 5 and
+#           15 runs, each run 4 locales of 400 utterances, one epoch a step, against one run
+#           alone: samples/s ratio in OUT/group.json (not run yet: 3-5 minutes expected,
+#           mostly each run's reading and encoding of the archive; after a part that writes
+#           the XLM-R-base-size model, as together)
 # Each part has its own time limit, so a failing part leaves the others' results in OUT.
 set -u
 out=${1:?usage: bench/gpu_suite.sh OUT [PART ...]}
@@ -83,6 +97,24 @@ for row in rows.values():
 print(json.dumps(rows, indent=2))
 SUMMARY
 }
+graphed_over_eager() {  # graphed_over_eager PART MODEL: OUT/PART/gpu.json's figures in OUT/PART.json
+    python3 - "$out/$1/gpu.json" "$2" <<'SUMMARY' | tee "$out/$1.json"
+import json, pathlib, sys
+path, name = pathlib.Path(sys.argv[1]), sys.argv[2]
+found = json.loads(path.read_text()) if path.exists() else {}
+graphed, eager = found.get(f"throughput/{name}", {}), found.get(f"throughput-eager/{name}", {})
+print(json.dumps({
+    "model": f"{name} size, random weights",
+    "device": found.get("device"),
+    "graphs_against_eager": found.get(f"graphs_against_eager/{name}"),
+    "graphed_samples_per_s": graphed.get("samples_per_s"),
+    "eager_samples_per_s": eager.get("samples_per_s"),
+    "graphed_over_eager": found.get(f"graphed_over_eager/{name}"),
+    "mfu": {"graphed": graphed.get("mfu"), "eager": eager.get("mfu")},
+    "peak_memory_gib": {"graphed": graphed.get("peak_memory_gib"), "eager": eager.get("peak_memory_gib")},
+}, indent=2))
+SUMMARY
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/device.txt"
 for part in $parts; do
     case $part in
@@ -95,8 +127,16 @@ for part in $parts; do
         trim) gpu trim 120 --models xlm-r-base --samples 2048 --cuda-graphs --trim --locales 2 ;;
         pack-lora) pack lora --lora 16 --cuda-graphs ;;
         pack-full) pack full --cuda-graphs ;;
+        e5-large) gpu e5-large 300 --models e5-large-instruct --samples 2048 --cuda-graphs \
+            --against-eager --locales 0
+            graphed_over_eager e5-large e5-large-instruct ;;
+        scoring) gpu scoring 240 --models --scoring 6 --locales 0 ;;
         compile) gpu compile 330 --models xlm-r-base --compile --cuda-graphs --samples 2048 \
             --locales 0 ;;
+        group)  # after a part that writes the XLM-R-base-size model, as together
+            timeout 300 python3 bench/bench_group_lora.py --model /tmp/xlcl-gpu/xlm-r-base \
+                --groups 1 5 15 --locales 4 --utterances 400 --out "$out/group.json" 2>&1 \
+                | quiet | tee "$out/group.log" ;;
         together)
             timeout 260 python3 bench/bench_scaling.py --model /tmp/xlcl-gpu/xlm-r-base \
                 --parts nonshared --locales 52 --nonshared-utterances 400 \
