@@ -36,6 +36,7 @@ XLMR_BASE = XLMRobertaConfig(
     intermediate_size=3072,
     max_position_embeddings=514,
     type_vocab_size=1,
+    layer_norm_eps=1e-5,  # the released checkpoints' (transformers' default is 1e-12)
 )
 XLMR_LARGE = XLMRobertaConfig(
     vocab_size=250002,
@@ -45,6 +46,7 @@ XLMR_LARGE = XLMRobertaConfig(
     intermediate_size=4096,
     max_position_embeddings=514,
     type_vocab_size=1,
+    layer_norm_eps=1e-5,  # the released checkpoints' (transformers' default is 1e-12)
 )
 E5_SMALL = BertConfig(
     vocab_size=250037,
