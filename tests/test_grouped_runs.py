@@ -15,12 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
 import xlcl.schedules.grouped
 from massive_fixture import write_massive_dir
 from tiny_models import save_tiny_model
 from xlcl.checkpoint import latest_checkpoint
+from xlcl.cli import app
 from xlcl.config import ConfigError, validate_config
 from xlcl.protocol import run
 from xlcl.schedules.grouped import GroupRunsFailed, run_group
@@ -43,6 +46,7 @@ MEMBERS = [
     ("multi", 4, 4, 5e-3, ["en-US", "ja-JP", "de-DE"]),
 ]
 RTOL, ATOL = 1e-5, 1e-6
+runner = CliRunner()
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -241,3 +245,25 @@ def test_a_run_with_a_non_finite_loss_fails_alone_and_the_others_finish(setup, a
     assert manifest["status"] == "failed"
     assert manifest["error"].startswith("FloatingPointError: non-finite loss")
     assert not (tmp_path / bad.run_id / DONE).exists()
+
+
+def test_xlcl_run_group_with_trains_a_group_and_refuses_a_mismatch_in_one_line(setup, tmp_path):
+    shared, other, *_ = configs(setup, tmp_path / "runs")
+    files = {}
+    for name, config in [("a", shared), ("b", other)]:
+        files[name] = tmp_path / f"{name}.yaml"
+        files[name].write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    result = runner.invoke(app, ["run", str(files["a"]), "--group-with", str(files["b"])])
+    assert result.exit_code == 0, result.output
+    printed = result.stdout.strip().splitlines()[-2:]
+    assert printed == [str(tmp_path / "runs" / c.run_id) for c in (shared, other)]
+    assert all((Path(line) / DONE).is_file() for line in printed)
+    # another precision: not one encoder's runs
+    bf16 = tmp_path / "c.yaml"
+    bf16.write_text(files["b"].read_text().replace("precision: auto", "precision: bf16"))
+    result = runner.invoke(app, ["run", str(files["a"]), "--group-with", str(bf16)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: run ") and "cannot train in a group with" in lines[-1]
+    assert "differ in the model, data, vocabulary, precision" in lines[-1]
+    assert "Traceback" not in result.output

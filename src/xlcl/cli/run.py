@@ -7,11 +7,14 @@ CONFIG is a YAML file or the name of a packaged config (``xlcl run paper/vanilla
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from xlcl.cli.errors import fail
+
+if TYPE_CHECKING:
+    from xlcl.config import RunConfig
 
 
 def run(
@@ -33,6 +36,15 @@ def run(
     print_config: Annotated[
         bool, typer.Option("--print-config", help="print the resolved config and exit")
     ] = False,
+    group_with: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--group-with",
+            help="train this run's config too, as one group with CONFIG over one encoder "
+            "(SHARED or MULTI LoRA sharing model, data, vocabulary, precision; repeatable; "
+            "--set applies to every run)",
+        ),
+    ] = None,
 ) -> None:
     """Train and score one run (or resume one); print its run directory.
 
@@ -45,6 +57,8 @@ def run(
 
     if config is None and resume is None:
         fail("give a CONFIG file, or --resume RUN_DIR")
+    if group_with and (resume is not None or print_config):
+        fail("--group-with trains new or unfinished runs: not with --resume or --print-config")
     if deterministic:
         overrides = [*(overrides or []), "train.deterministic=true"]
     try:
@@ -84,8 +98,28 @@ def run(
     # The hub's retry warnings would precede a model's one-line load error.
     hub_logging.set_verbosity_error()
 
+    if group_with:
+        _run_group(resolved, group_with, overrides or [])
+        return
     try:
         directory = run_experiment(resolved, ConsoleReporter())
     except (ConfigError, DataError) as error:  # ConfigError: what only the task can check
         fail(str(error))
     typer.echo(str(directory))
+
+
+def _run_group(first: RunConfig, others: list[Path], overrides: list[str]) -> None:
+    """`first` and the runs of `others` trained as one group; their run directories."""
+    from xlcl.catalog import find_config
+    from xlcl.config import ConfigError, load_config
+    from xlcl.data import DataError
+    from xlcl.progress import ConsoleReporter
+    from xlcl.schedules.grouped import GroupRunsFailed, run_group
+
+    try:
+        configs = [first, *(load_config(find_config(path), overrides) for path in others)]
+        directories = run_group(configs, ConsoleReporter())
+    except (ConfigError, DataError, GroupRunsFailed) as error:
+        fail(str(error))
+    for directory in directories:
+        typer.echo(str(directory))
