@@ -141,6 +141,23 @@ def test_correlations_over_the_runs_are_in_the_notes_and_caption(hand) -> None:
     assert expected in files.html.read_text(encoding="utf-8")
 
 
+def test_the_verdict_sets_the_planned_order_against_the_others_spread(hand) -> None:
+    files, _ = hand
+    table = csv(files, "planner_cbt").set_index("run_id")
+    measured = table["measured_cbt"]
+    other = measured[["run-2", "uncounted"]]  # both kind "other"
+    planned, worst = measured["run-0"], measured["run-1"]
+    spread = float(np.std(other, ddof=1))
+    margin = planned - other.mean()
+    expected = (
+        f"m.json, measured CBT on unseen locales: planned {planned:.4f} (1 runs), other "
+        f"orders {other.mean():.4f} ± {spread:.4f} (2); worst {worst:.4f} (1). Planned beats "
+        f"the other orders by more than their spread: {'yes' if margin > spread else 'no'} "
+        f"({margin:+.4f} against {spread:.4f})."
+    )
+    assert expected in next(p for p in files.tables if p.name == "planner_cbt.md").read_text()
+
+
 def test_weights_table_holds_each_model_s_weights_and_errors(hand) -> None:
     files, _ = hand
     weights = csv(files, "planner_weights")

@@ -244,6 +244,7 @@ def predictions_table(found: Sequence[Prediction], boot: Bootstrap) -> Table:
         "Runs over locales seen in the fit (yes) are in-sample: only unseen ones validate the "
         "model.",
         *correlation_notes(found),
+        *verdict_notes(found),
     ]
     title = "Planner: predicted against measured CBT"
     return Table("planner_cbt", title, *table_frames(display, values), tuple(notes))
@@ -336,6 +337,33 @@ def correlation_notes(found: Sequence[Prediction]) -> list[str]:
         if MIN_CORRELATION_RUNS <= len(unseen) < len(group):
             parts.append(_correlation(unseen, "runs on unseen locales"))
         notes.append(f"{name}: " + "; ".join(parts) + ".")
+    return notes
+
+
+def verdict_notes(found: Sequence[Prediction]) -> list[str]:
+    """Per model, over its runs on unseen locales: the measured CBT of the planned, the
+    other and the worst orders, and whether the planned beats the others by more than their
+    spread (docs/planner.md's rule: mean planned − mean other > std of the others, ddof 1)."""
+    notes = []
+    by_model: dict[Path, list[Prediction]] = {}
+    for p in found:
+        if not p.seen:
+            by_model.setdefault(p.found.path, []).append(p)
+    for group in by_model.values():
+        kinds = {kind: np.array([p.measured for p in group if p.kind == kind]) for kind in MARKERS}
+        planned, other, worst = kinds["planned"], kinds["other"], kinds["worst"]
+        if len(planned) == 0 or len(other) < 2:
+            continue
+        spread = float(other.std(ddof=1))
+        margin = float(planned.mean() - other.mean())
+        beats = "yes" if margin > spread else "no"
+        worst_text = f"; worst {worst.mean():.4f} ({len(worst)})" if len(worst) else ""
+        notes.append(
+            f"{group[0].found.name}, measured CBT on unseen locales: planned "
+            f"{planned.mean():.4f} ({len(planned)} runs), other orders {other.mean():.4f} ± "
+            f"{spread:.4f} ({len(other)}){worst_text}. Planned beats the other orders by "
+            f"more than their spread: {beats} ({margin:+.4f} against {spread:.4f})."
+        )
     return notes
 
 
@@ -460,5 +488,6 @@ __all__ = [
     "planner_section",
     "predictions",
     "predictions_table",
+    "verdict_notes",
     "weights_table",
 ]
