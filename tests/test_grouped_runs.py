@@ -19,6 +19,7 @@ import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+import xlcl.protocol
 import xlcl.schedules.grouped
 from massive_fixture import write_massive_dir
 from tiny_models import save_tiny_model
@@ -31,19 +32,26 @@ from xlcl.schedules.grouping import form_groups, why_not_grouped
 from xlcl.store import DONE
 from xlcl.together import AdapterRouter
 
+# Every utterance is cut to its first 12 subwords (the fixture's en-US and de-DE utterances
+# have 19 or more under the tiny tokenizer): the group's batches then need no padding, and
+# a run's rows are computed as alone. With padding, each width rounds a little differently,
+# and Adam, dividing each gradient by its own scale, makes that drift over many updates
+# (up to 2.5e-4 of a tensor's norm was measured on this tiny model); tests/test_together.py
+# checks the padded path at rtol 1e-4.
 TRAIN = {
     "epochs": 8,
     "patience": 2,
     "batch_size": 4,
     "warmup_ratio": 0.0,
     "head_learning_rate": 0.1,
+    "max_length": 12,
 }
 MEMBERS = [
     # method, rank, alpha, learning rate, order
-    ("shared-lora", 4, 8, 5e-3, ["en-US", "ja-JP", "de-DE"]),
-    ("shared-lora", 8, 8, 2e-3, ["de-DE", "en-US", "ja-JP"]),
-    ("shared-lora", 2, 4, 5e-3, ["ja-JP", "de-DE", "en-US"]),
-    ("multi", 4, 4, 5e-3, ["en-US", "ja-JP", "de-DE"]),
+    ("shared-lora", 4, 8, 5e-3, ["en-US", "de-DE"]),
+    ("shared-lora", 8, 8, 2e-3, ["de-DE", "en-US"]),
+    ("shared-lora", 2, 4, 5e-3, ["en-US", "de-DE"]),
+    ("multi", 4, 4, 5e-3, ["de-DE", "en-US"]),
 ]
 RTOL, ATOL = 1e-5, 1e-6
 runner = CliRunner()
@@ -125,13 +133,22 @@ def differences(reference: Path, got: Path) -> list[str]:
             found.append(f"{path}: tensor names")
             continue
         for name, tensor in expected.items():
-            if relative_error(actual[name], tensor) > RTOL:
-                found.append(f"{path}: {name}")
+            error = relative_error(actual[name], tensor)
+            if error > RTOL:
+                found.append(f"{path}: {name} (relative error {error:.1e})")
     return found
 
 
-def test_a_group_gives_each_run_the_results_it_has_alone(setup, alone, tmp_path):
+def test_a_group_gives_each_run_the_results_it_has_alone(setup, alone, tmp_path, monkeypatch):
+    reads = []
+    read_and_encode = xlcl.protocol._read_and_encode
+    monkeypatch.setattr(
+        xlcl.protocol,
+        "_read_and_encode",
+        lambda *args: reads.append(args[0].run_id) or read_and_encode(*args),
+    )
     grouped = run_group(configs(setup, tmp_path))
+    assert len(reads) == 1  # the four runs share their locales: the data is read once
     assert [d.name for d in grouped] == [d.name for d in alone]  # the same run ids
     for reference, got in zip(alone, grouped, strict=True):
         assert (got / DONE).is_file()
@@ -235,7 +252,7 @@ def test_runs_a_group_cannot_hold_are_refused_or_kept_apart(setup, tmp_path):
 
 def test_a_run_with_a_non_finite_loss_fails_alone_and_the_others_finish(setup, alone, tmp_path):
     # A learning rate of 1e30 overflows the run's weights in its first updates.
-    doomed = ("shared-lora", 4, 8, 1e30, ["de-DE", "ja-JP", "en-US"])
+    doomed = ("shared-lora", 4, 8, 1e30, ["de-DE", "en-US"])
     good, bad = configs(setup, tmp_path, members=[MEMBERS[0], doomed])
     with pytest.raises(GroupRunsFailed, match=f"run {bad.run_id}: non-finite loss"):
         run_group([good, bad])

@@ -23,6 +23,7 @@ out-of-memory retries, checkpoints inside the step), and `Run` ties them to the 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -430,11 +431,43 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
         torch.use_deterministic_algorithms(before)
 
 
-def prepare(config: RunConfig, reporter: Reporter) -> Run | None:
+@dataclass(frozen=True)
+class Encoded:
+    """A run's data read and encoded: what runs over the same locales, data settings,
+    model and lengths share (`EncodedCache`)."""
+
+    checksum: str
+    labels: list[str]
+    model_path: str
+    pad_id: int
+    splits: Splits
+    trim: VocabularyTrim | None
+
+
+EncodedCache = dict[str, Encoded]  # `encoded_key` -> what `prepare` read and encoded
+
+
+def encoded_key(config: RunConfig, order: Sequence[str]) -> str:
+    """What a run's `Encoded` depends on, as a key: equal keys, equal data and encodings."""
+    return json.dumps(
+        {
+            "task": config.task,
+            "data": config.data.model_dump(mode="json"),
+            "locales": sorted(order),
+            "model": config.model,
+            "max_length": config.train.max_length,
+            "trim_vocabulary": config.trim_vocabulary,
+        },
+        sort_keys=True,
+    )
+
+
+def prepare(config: RunConfig, reporter: Reporter, cache: EncodedCache | None = None) -> Run | None:
     """Everything `config`'s run needs before its schedule starts; None when it is complete.
 
     Resolves the task, order and strategy (nothing is written before they are valid),
-    reads and encodes the data, and creates the run directory or resumes it.
+    reads and encodes the data, and creates the run directory or resumes it. With `cache`,
+    runs over the same data (`encoded_key`: a group of runs) read and encode it once.
     """
     directory = Path(config.output_dir) / config.run_id
     if is_complete(directory):
@@ -446,26 +479,24 @@ def prepare(config: RunConfig, reporter: Reporter) -> Run | None:
     except ValueError as error:
         raise ConfigError(f"order: {error} (task {config.task})") from None
     strategy = build_strategy(config.strategy) if config.strategy is not None else None
-    data = task.load(config.data, order)
-    if data.empty_splits:
-        missing = ", ".join(f"{locale} {split}" for locale, split in data.empty_splits)
-        raise DataError(f"no utterances in {missing}", file=data.source)
-    if data.quarantine:
-        reporter.message(f"skipped {len(data.quarantine)} invalid rows (data.skip_invalid)")
-    labels = task.label_names(data)
-    model_path = resolve_model(config.model)
-    task.check_model(model_path)
-    tokenizer = load_tokenizer(model_path)
+    key = encoded_key(config, order)
+    encoded = None if cache is None else cache.get(key)
+    if encoded is None:
+        encoded = _read_and_encode(config, task, order, reporter)
+        if cache is not None:
+            cache[key] = encoded
+    labels, model_path, splits, trim = (
+        encoded.labels,
+        encoded.model_path,
+        encoded.splits,
+        encoded.trim,
+    )
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
     device = pick_device(config.train.device)
-    splits = _encode_all(config, task, data, order, labels, tokenizer)
-    trim = None
-    if config.trim_vocabulary:
-        trim, splits = _trim_vocabulary(splits, tokenizer)
     checkpoint = latest_checkpoint(directory, config.run_id) if directory.is_dir() else None
     if checkpoint is None:
-        store = RunStore.create(config, order, labels, data.checksum, str(device), task.metric)
+        store = RunStore.create(config, order, labels, encoded.checksum, str(device), task.metric)
         reporter.message(
             f"run {config.run_id}: {config.method_spec.label}, {len(order)} locales, "
             f"scored by {task.metric}"
@@ -481,7 +512,7 @@ def prepare(config: RunConfig, reporter: Reporter) -> Run | None:
     train_config = config.train
     if checkpoint is not None:
         train_config = _after_oom_retries(train_config, store.manifest, checkpoint.step + 1)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = encoded.pad_id
     precision = config.train.precision
     state = Run(
         config=config,
@@ -511,6 +542,28 @@ def prepare(config: RunConfig, reporter: Reporter) -> Run | None:
     )
     state.tracking.begin(config, store, state.finished_step)
     return state
+
+
+def _read_and_encode(
+    config: RunConfig, task: Task, order: Sequence[str], reporter: Reporter
+) -> Encoded:
+    """Read the run's data, check its model, encode every split (trimmed if asked)."""
+    data = task.load(config.data, order)
+    if data.empty_splits:
+        missing = ", ".join(f"{locale} {split}" for locale, split in data.empty_splits)
+        raise DataError(f"no utterances in {missing}", file=data.source)
+    if data.quarantine:
+        reporter.message(f"skipped {len(data.quarantine)} invalid rows (data.skip_invalid)")
+    labels = task.label_names(data)
+    model_path = resolve_model(config.model)
+    task.check_model(model_path)
+    tokenizer = load_tokenizer(model_path)
+    splits = _encode_all(config, task, data, order, labels, tokenizer)
+    trim = None
+    if config.trim_vocabulary:
+        trim, splits = _trim_vocabulary(splits, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return Encoded(data.checksum, labels, model_path, pad_id, splits, trim)
 
 
 def pick_device(name: str) -> torch.device:

@@ -37,7 +37,7 @@ from peft import PeftModel
 from xlcl.classifier import save_adapter, trainable_parameters
 from xlcl.config import ConfigError, RunConfig
 from xlcl.progress import Reporter, Silent
-from xlcl.protocol import Run, deterministic_algorithms, prepare
+from xlcl.protocol import EncodedCache, Run, deterministic_algorithms, prepare
 from xlcl.schedules import JOINT, JOINT_LOCALE, SEQUENTIAL
 from xlcl.schedules.grouping import check_group
 from xlcl.store import is_complete
@@ -55,7 +55,9 @@ def run_group(configs: Sequence[RunConfig], reporter: Reporter | None = None) ->
     check_group(configs)
     reporter = reporter or Silent()
     directories = [Path(config.output_dir) / config.run_id for config in configs]
-    runs = [run for run in (prepare(config, reporter) for config in configs) if run is not None]
+    cache: EncodedCache = {}  # the runs share their data: read and encoded once
+    prepared = (prepare(config, reporter, cache) for config in configs)
+    runs = [run for run in prepared if run is not None]
     if not runs:
         return directories
     failed: dict[str, FloatingPointError] = {}  # runs stopped on a non-finite loss
