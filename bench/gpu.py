@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import shutil
 import statistics
@@ -50,6 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from bench_scoring import differing  # bench/ is on the path: scripts run from it
 from peft import TaskType, get_peft_model
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PretrainedConfig
 
@@ -60,7 +60,7 @@ from xlcl.encode import EncodedSplit, encode
 from xlcl.evaluate.scoring import score_splits, uses_bf16
 from xlcl.params import E5_SMALL, XLMR_BASE, XLMR_LARGE
 from xlcl.protocol import run
-from xlcl.tasks import Task, TaskScore
+from xlcl.tasks import Task
 from xlcl.tasks.massive_slots import MassiveSlots
 from xlcl.train import Objective, train_step
 
@@ -308,18 +308,6 @@ def cell_seconds(
         score_splits(model, [test], labels, 512, tokenizer.pad_token_id, device)
         seconds.append(time.perf_counter() - started)
     return float(np.median(seconds[1:]))
-
-
-def differing(a: list[TaskScore], b: list[TaskScore]) -> tuple[int, int]:
-    """Cells whose fields differ, and utterances whose counts differ (bench_scoring.py's)."""
-    cells = utterances = 0
-    for x, y in zip(a, b, strict=True):
-        assert x.utterances is not None and y.utterances is not None
-        rows = np.any(x.utterances.counts != y.utterances.counts, axis=1)
-        utterances += int(np.count_nonzero(rows))
-        fields = dataclasses.replace(x, utterances=None), dataclasses.replace(y, utterances=None)
-        cells += fields[0] != fields[1] or bool(rows.any())
-    return cells, utterances
 
 
 def scoring_row(
