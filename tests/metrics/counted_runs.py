@@ -21,6 +21,7 @@ def write_counted_run(
     seed: int,
     method: str = "vanilla",
     gold_spans: Mapping[str, Sequence[int]] = GOLD,
+    rank: int | None = None,
 ) -> Path:
     """A finished sequential slot-filling run whose table is its counts' sums; each
     utterance's gold spans from `gold_spans`, its errors drawn from `seed`."""
@@ -54,7 +55,7 @@ def write_counted_run(
     manifest = {
         "run_id": run_id,
         "status": "done",
-        "config": {"method": method, "rank": None, "model": "tiny"},
+        "config": {"method": method, "rank": rank, "model": "tiny"},
         "order": list(order),
         "schedule": "sequential",
         "task": "massive-slots",

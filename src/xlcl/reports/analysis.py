@@ -35,6 +35,7 @@ class LabelIntervals:
     resamples: int
     intervals: Mapping[str, Interval] | None
     missing: tuple[str, ...] = ()  # per run without counts: "run <id>: <why>"
+    counted: tuple[Counted, ...] = ()  # each run's matrix and counts, where all have them
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,7 +145,10 @@ def with_intervals(summaries: Sequence[LabelSummary], boot: Bootstrap) -> list[L
             else:
                 pairs.append((run.matrix, found))
         intervals = None if missing else boot.mean_intervals(pairs)
-        found_intervals = LabelIntervals(boot.level, boot.resamples, intervals, tuple(missing))
+        counted = () if missing else tuple(pairs)
+        found_intervals = LabelIntervals(
+            boot.level, boot.resamples, intervals, tuple(missing), counted
+        )
         out.append(replace(s, intervals=found_intervals))
     return out
 

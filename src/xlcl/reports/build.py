@@ -9,6 +9,7 @@ from pathlib import Path
 from xlcl.metrics import DEFAULT_HOPS, MetricsInputError
 from xlcl.metrics.bootstrap import DEFAULT_RESAMPLES, Bootstrap
 from xlcl.reports.analysis import locale_facts, summarize_labels, with_intervals
+from xlcl.reports.claims import claims_table
 from xlcl.reports.collect import ReportInputError, collect
 from xlcl.reports.figures import Plot, all_plots, save_plot
 from xlcl.reports.html import HtmlFigure, Planner, Remedies, render_html
@@ -43,7 +44,8 @@ def build_report(
     Finished runs are aggregated per label (method, rank, model), mean ± std over orders;
     unfinished ones are shown with the steps they have, each on its own. Where runs keep
     per-utterance counts, Tables 1 and 2 add 95% bootstrap intervals (`resamples`, seed 0).
-    Interference models in an input's ``planner/`` folder add the Planner section.
+    Interference models in an input's ``planner/`` folder add the Planner section; runs of
+    the paper's methods add the paper's claims, tested (`xlcl.reports.claims`).
     Raises ``ReportInputError`` when the inputs hold nothing to report, or counts that
     disagree with their score table.
     """
@@ -76,6 +78,9 @@ def build_report(
             )
     facts = locale_facts()
     tables = [table1(summaries, facts), table2(summaries)]
+    claims = claims_table(summaries, boot, facts, hops)
+    if claims is not None:
+        tables.append(claims.table)
     per_locale = per_locale_table(summaries, facts)
     table_paths = []
     for table in [*tables, per_locale]:

@@ -28,6 +28,7 @@ VITALITY = ("low", "mid", "high")
 TEXT_COLUMNS = (
     *("Method", "Model", "Status", "Metric", "Locale", "Script", "Family", "Vitality"),
     *("Remedy", "Interference model", "Run", "Order", "Feature", "Locales seen in fit"),
+    *("Statistic", "Paper", "Verdict"),
 )
 
 

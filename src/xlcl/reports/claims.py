@@ -1,0 +1,373 @@
+"""The paper's claims tested on stored runs: the report's Claims table.
+
+The paper (``spec/paper-facts.md``) makes six claims that a replication can test:
+
+1. the ranking MULTI > MONO ≈ NON-SHARED > VANILLA > SHARED LoRA, on final F1;
+2. sequential training forgets (VANILLA's CBT about −0.08), SHARED LoRA more (about −0.13);
+3. receivers of non-Latin scripts forget more than Latin ones;
+4. zh-CN, ja-JP and zh-TW are the most destructive locales to train;
+5. nb-NO, ca-ES, pt-PT and el-GR are robust receivers;
+6. a higher LoRA rank barely helps.
+
+Each is one statistic of the runs' score matrices, averaged over a method's runs (its
+orders), with its percentile bootstrap interval over test utterances
+(`xlcl.metrics.bootstrap`: the same draws of each locale for every run, so differences
+between methods and groups of locales are paired). The verdict follows from the interval
+by rules fixed before the replication study's sweep ran (docs/replication.md):
+
+- "A > B" (or "<"): reproduced when the interval of A − B lies above 0 (below), not
+  reproduced when it lies on the other side of 0, inconclusive when it holds 0;
+- "A ≈ B": reproduced when the interval of A − B lies within ±`EQUIVALENCE`, not reproduced
+  when it lies wholly outside that band, inconclusive otherwise.
+
+Per-locale statistics (claims 3-5) are the project's cell-level metrics
+(``docs/metrics.md``): the CBT term R[T, j] − R[j, j] of a receiver, the performance shift
+of a locale's own step (hop 0), and the receiver's MBT averaged over hops 1..H. The
+interval covers the sampling of the test utterances, not the choice of order: with few
+orders, the orders' spread (Tables 1 and 2) is the other half of the uncertainty.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from xlcl.methods import PAPER_NAMES
+from xlcl.metrics.bootstrap import Bootstrap, Counted, Interval
+from xlcl.metrics.groups import LocaleFacts
+from xlcl.reports.analysis import LabelSummary
+from xlcl.reports.tables import Table, table_frames
+
+EQUIVALENCE = 0.03  # the "≈" band: ±3 F1 points (scores in [0, 1])
+DESTRUCTIVE = ("zh-CN", "ja-JP", "zh-TW")  # the paper's most destructive locales
+ROBUST_RECEIVERS = ("nb-NO", "ca-ES", "pt-PT", "el-GR")  # the paper's robust receivers
+LISTED = 5  # locales named in each ranking note
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+ABOVE, BELOW, WITHIN = "above 0", "below 0", f"within ±{EQUIVALENCE * 100:g} points"
+_BAND = f"|Δ| ≤ {EQUIVALENCE * 100:g}"
+
+# The paper's methods by their names in PAPER_NAMES, in the ranking's order.
+RANKING = ("MULTI", "MONO", "NON-SHARED LoRA", "VANILLA", "SHARED LoRA")
+RELATIONS = (">", "≈", ">", ">")  # between consecutive methods of RANKING
+SEQUENTIAL_METHODS = ("VANILLA", "SHARED LoRA")
+PAPER_CBT = {"VANILLA": -0.08, "SHARED LoRA": -0.13}  # Table 2 (SHARED LoRA at rank 32)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One tested statistic: its value, interval and verdict, and what the paper says."""
+
+    claim: int
+    statistic: str
+    paper: str
+    interval: Interval
+    rule: str  # ABOVE, BELOW or WITHIN
+    runs: int
+    scale: float = 100.0  # shown in F1 points (100) or as a score change (1)
+
+    @property
+    def verdict(self) -> str:
+        """Reproduced, not reproduced or inconclusive, by the module's rules."""
+        low, high = self.interval.low, self.interval.high
+        if np.isnan(low) or np.isnan(high):
+            return INCONCLUSIVE
+        if self.rule in (ABOVE, BELOW):
+            above, below = (low > 0, high < 0) if self.rule == ABOVE else (high < 0, low > 0)
+            return REPRODUCED if above else NOT_REPRODUCED if below else INCONCLUSIVE
+        if low >= -EQUIVALENCE and high <= EQUIVALENCE:
+            return REPRODUCED
+        return NOT_REPRODUCED if low > EQUIVALENCE or high < -EQUIVALENCE else INCONCLUSIVE
+
+
+@dataclass(frozen=True)
+class Claims:
+    """The Claims table, and per-locale rankings as its notes."""
+
+    table: Table
+    findings: tuple[Finding, ...]
+
+
+def claims_table(
+    summaries: Sequence[LabelSummary],
+    boot: Bootstrap,
+    facts: Mapping[str, LocaleFacts],
+    hops: int,
+) -> Claims | None:
+    """The claims that `summaries` can test (finished plain runs with per-utterance counts
+    of the paper's methods), or None when they test none."""
+    methods = _paper_methods(summaries)
+    findings: list[Finding] = []
+    notes: list[str] = []
+    findings += _ranking(methods, boot)
+    findings += _forgetting(methods, boot)
+    for name in SEQUENTIAL_METHODS:
+        found = methods.get(name)
+        if found is None:
+            continue
+        per_locale = _PerLocale(found, boot, hops)
+        findings += _scripts(per_locale, facts)
+        own_step = "performance shift of its own step"
+        shift, shift_notes = _named_locales(
+            4, per_locale, per_locale.own_shift, DESTRUCTIVE, own_step, lowest=True
+        )
+        receiving = f"MBT over hops 1-{hops}"
+        receive, receive_notes = _named_locales(
+            5, per_locale, per_locale.receiver, ROBUST_RECEIVERS, receiving, lowest=False
+        )
+        findings += shift + receive
+        notes += shift_notes + receive_notes
+    findings += _rank(summaries, boot)
+    if not findings:
+        return None
+    display = [
+        {
+            "Claim": str(f.claim),
+            "Statistic": f.statistic,
+            "Paper": f.paper,
+            "xlcl": _value(f.interval.estimate, f.scale),
+            "95% CI": f"[{_value(f.interval.low, f.scale)}, {_value(f.interval.high, f.scale)}]",
+            "Runs": str(f.runs),
+            "Verdict": f.verdict,
+        }
+        for f in findings
+    ]
+    values = [
+        {
+            "claim": f.claim,
+            "statistic": f.statistic,
+            "estimate": f.interval.estimate,
+            "ci_low": f.interval.low,
+            "ci_high": f.interval.high,
+            "runs": f.runs,
+            "verdict": f.verdict,
+        }
+        for f in findings
+    ]
+    frames = table_frames(display, values)
+    level = f"{boot.level * 100:g}%"
+    notes = [
+        f"{level} CI: percentile bootstrap, {boot.resamples} resamples of each locale's test "
+        "utterances, the same draws for every run (differences are paired); it covers the "
+        "test sets' sampling, not the choice of order. Means are over each method's runs.",
+        "Paper: what the paper finds, and the sign (or band) it gives the statistic. Verdict: "
+        "reproduced when the CI lies on that side of 0 (or within the band), not reproduced "
+        f"when on the other side (wholly outside the band of ±{EQUIVALENCE * 100:g} F1 "
+        "points), inconclusive otherwise. Rules fixed before the replication sweep ran "
+        "(docs/replication.md). F1 differences in points, CBT and per-locale statistics as "
+        "score changes.",
+        *notes,
+    ]
+    table = Table("claims", "The paper's claims, tested", *frames, tuple(notes))
+    return Claims(table, tuple(findings))
+
+
+def _paper_methods(summaries: Sequence[LabelSummary]) -> dict[str, list[LabelSummary]]:
+    """Finished plain labels with intervals, by the paper's method name, lowest rank first
+    (MULTI without LoRA only)."""
+    methods: dict[str, list[LabelSummary]] = {}
+    usable = [
+        s
+        for s in summaries
+        if not s.partial and s.strategy is None and s.intervals and s.intervals.intervals
+    ]
+    for s in sorted(usable, key=lambda s: s.rank or 0):
+        name = PAPER_NAMES.get(s.method or "")
+        if name is None or (name == "MULTI" and s.rank is not None):
+            continue
+        methods.setdefault(name, []).append(s)
+    return methods
+
+
+def _counted(s: LabelSummary) -> list[Counted]:
+    assert s.intervals is not None
+    return list(s.intervals.counted)
+
+
+def _ranking(methods: Mapping[str, list[LabelSummary]], boot: Bootstrap) -> list[Finding]:
+    """Claim 1: final score of each method of `RANKING` against the next one present."""
+    findings = []
+    for (first, second), relation in zip(itertools.pairwise(RANKING), RELATIONS, strict=True):
+        if first not in methods or second not in methods:
+            continue
+        a, b = methods[first][0], methods[second][0]
+        interval = boot.difference_intervals(_counted(a), _counted(b))["final_score"]
+        findings.append(
+            Finding(
+                1,
+                f"final F1, {a.base_name} − {b.base_name}",
+                f"{first} {relation} {second}: {'> 0' if relation == '>' else _BAND}",
+                interval,
+                ABOVE if relation == ">" else WITHIN,
+                len(a.runs) + len(b.runs),
+            )
+        )
+    return findings
+
+
+def _forgetting(methods: Mapping[str, list[LabelSummary]], boot: Bootstrap) -> list[Finding]:
+    """Claim 2: VANILLA's CBT below 0, SHARED LoRA's below VANILLA's."""
+    findings = []
+    vanilla, shared = methods.get("VANILLA"), methods.get("SHARED LoRA")
+    paper_vanilla, paper_shared = PAPER_CBT["VANILLA"], PAPER_CBT["SHARED LoRA"]
+    if vanilla:
+        v = vanilla[0]
+        cbt = boot.mean_intervals(_counted(v))["cbt"]
+        paper = f"{paper_vanilla:+.2f}: < 0"
+        findings.append(Finding(2, "CBT of VANILLA", paper, cbt, BELOW, len(v.runs), 1.0))
+    if vanilla and shared:
+        v, s = vanilla[0], shared[0]
+        difference = boot.difference_intervals(_counted(s), _counted(v))["cbt"]
+        statistic = f"CBT, {s.base_name} − VANILLA"
+        paper = f"{paper_shared - paper_vanilla:+.2f} (r32 {paper_shared:+.2f}): < 0"
+        runs = len(v.runs) + len(s.runs)
+        findings.append(Finding(2, statistic, paper, difference, BELOW, runs, 1.0))
+    return findings
+
+
+def _rank(summaries: Sequence[LabelSummary], boot: Bootstrap) -> list[Finding]:
+    """Claim 6: SHARED LoRA at its highest rank against its lowest, within the band."""
+    ranks = _paper_methods(summaries).get("SHARED LoRA", [])
+    if len(ranks) < 2:
+        return []
+    low, high = ranks[0], ranks[-1]
+    interval = boot.difference_intervals(_counted(high), _counted(low))["final_score"]
+    statistic = f"final F1, {high.base_name} − {low.base_name}"
+    runs = len(high.runs) + len(low.runs)
+    paper = f"r64 +1.02, r256 −0.08 vs r32: {_BAND}"
+    return [Finding(6, statistic, paper, interval, WITHIN, runs)]
+
+
+class _PerLocale:
+    """Per-locale statistics of a method's sequential runs, on the stored scores and on
+    every resample: ``(resamples + 1, locales)``, row 0 the estimate; each locale's mean
+    over the runs where it has a value."""
+
+    def __init__(self, labels: Sequence[LabelSummary], boot: Bootstrap, hops: int) -> None:
+        s = labels[0]
+        self.boot = boot
+        self.name = s.base_name
+        self.runs = len(s.runs)
+        pairs = _counted(s)
+        self.locales = sorted({locale for matrix, _ in pairs for locale in matrix.order})
+        stacks = [
+            (matrix.order, np.concatenate([matrix.scores[None], boot.scores(matrix, counts)]))
+            for matrix, counts in pairs
+        ]
+        self.forgetting = self._mean(stacks, forgetting_terms)
+        self.own_shift = self._mean(stacks, own_shifts)
+        self.receiver = self._mean(stacks, lambda stack: receiver_transfer(stack, hops))
+
+    def _mean(
+        self,
+        stacks: Sequence[tuple[tuple[str, ...], np.ndarray]],
+        statistic: Callable[[np.ndarray], np.ndarray],
+    ) -> np.ndarray:
+        total = np.zeros((stacks[0][1].shape[0], len(self.locales)))
+        count = np.zeros(len(self.locales))
+        for order, stack in stacks:
+            values = statistic(stack)
+            columns = [self.locales.index(locale) for locale in order]
+            present = ~np.isnan(values[0])
+            total[:, np.array(columns)[present]] += values[:, present]
+            count[np.array(columns)[present]] += 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return total / np.where(count > 0, count, np.nan)
+
+    def group_difference(
+        self, values: np.ndarray, first: Sequence[str], second: Sequence[str]
+    ) -> Interval | None:
+        """Mean of `values` over the locales `first` minus over `second` (those with a
+        value), as an interval; None when a side has no value."""
+        a, b = self._group(values, first), self._group(values, second)
+        if a is None or b is None:
+            return None
+        difference = a - b
+        return self.boot.interval(float(difference[0]), difference[1:])
+
+    def _group(self, values: np.ndarray, locales: Sequence[str]) -> np.ndarray | None:
+        columns = [self.locales.index(x) for x in locales if x in self.locales]
+        kept = [c for c in columns if not np.isnan(values[0, c])]
+        return values[:, kept].mean(axis=1) if kept else None
+
+
+def _scripts(per_locale: _PerLocale, facts: Mapping[str, LocaleFacts]) -> list[Finding]:
+    """Claim 3: the CBT term of non-Latin receivers minus that of Latin ones."""
+    latin = [x for x in per_locale.locales if x in facts and facts[x].latin]
+    other = [x for x in per_locale.locales if x in facts and not facts[x].latin]
+    interval = per_locale.group_difference(per_locale.forgetting, other, latin)
+    if interval is None:
+        return []
+    statistic = f"{per_locale.name}: R[T,j] − R[j,j], non-Latin − Latin receivers"
+    paper = "non-Latin forget more: < 0"
+    return [Finding(3, statistic, paper, interval, BELOW, per_locale.runs, 1.0)]
+
+
+def _named_locales(
+    claim: int,
+    per_locale: _PerLocale,
+    values: np.ndarray,
+    named: Sequence[str],
+    what: str,
+    lowest: bool,
+) -> tuple[list[Finding], list[str]]:
+    """Claims 4 and 5: the paper's `named` locales against the others (`lowest`: the named
+    ones lower), and the ranking of the locales as a note."""
+    others = [x for x in per_locale.locales if x not in named]
+    interval = per_locale.group_difference(values, named, others)
+    if interval is None:
+        return [], []
+    listed = ", ".join(named)
+    statistic = f"{per_locale.name}: {what}, {listed} − the others"
+    paper = "most destructive: < 0" if lowest else "robust receivers: > 0"
+    rule = BELOW if lowest else ABOVE
+    finding = Finding(claim, statistic, paper, interval, rule, per_locale.runs, 1.0)
+    estimates = {x: v for x, v in zip(per_locale.locales, values[0], strict=True) if v == v}
+    ranked = sorted(estimates, key=lambda x: estimates[x], reverse=not lowest)
+    top = ", ".join(f"{x} {estimates[x]:+.3f}" for x in ranked[:LISTED])
+    ranks = ", ".join(f"{x} {ranked.index(x) + 1}" if x in estimates else f"{x} –" for x in named)
+    note = (
+        f"{per_locale.name}, {what} (mean over {per_locale.runs} run(s)): "
+        f"{'most destructive' if lowest else 'most robust'} {top}; the paper's {listed} rank "
+        f"{ranks} of {len(ranked)}."
+    )
+    return [finding], [note]
+
+
+def forgetting_terms(stack: np.ndarray) -> np.ndarray:
+    """R[T, j] − R[j, j] of each locale j < T in training order (CBT's terms), NaN for the
+    last: ``(resamples, T)`` from a ``(resamples, T + 1, T)`` stack of sequential matrices."""
+    t = stack.shape[2]
+    out = np.full((stack.shape[0], t), np.nan)
+    out[:, : t - 1] = stack[:, t, : t - 1] - stack[:, np.arange(1, t), np.arange(t - 1)]
+    return out
+
+
+def own_shifts(stack: np.ndarray) -> np.ndarray:
+    """The performance shift of each locale's own step p, mean_{j<p} (R[p, j] − R[p−1, j])
+    (hop 0 of MFT and MBT); NaN for the first locale."""
+    t = stack.shape[2]
+    out = np.full((stack.shape[0], t), np.nan)
+    for p in range(2, t + 1):
+        out[:, p - 1] = (stack[:, p, : p - 1] - stack[:, p - 1, : p - 1]).mean(axis=1)
+    return out
+
+
+def receiver_transfer(stack: np.ndarray, hops: int) -> np.ndarray:
+    """Each locale's MBT as a receiver, averaged over hops 1..min(`hops`, T − p): the mean of
+    R[p + h, p] − R[p + h − 1, p]; NaN for the last locale."""
+    t = stack.shape[2]
+    out = np.full((stack.shape[0], t), np.nan)
+    for p in range(1, t):
+        last = min(p + hops, t)
+        effects = stack[:, p + 1 : last + 1, p - 1] - stack[:, p:last, p - 1]
+        out[:, p - 1] = effects.mean(axis=1)
+    return out
+
+
+def _value(value: float, scale: float) -> str:
+    if np.isnan(value):
+        return "–"
+    return f"{value * scale:+.2f}" if scale != 1.0 else f"{value:+.3f}"
