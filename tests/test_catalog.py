@@ -25,6 +25,7 @@ def test_the_checkout_configs_are_the_packaged_ones():
         "sweeps/paper",
         "sweeps/planner-validation",
         "sweeps/remedies",
+        "sweeps/remedies-2h",
         "sweeps/replication",
         "sweeps/replication-gpu",
         "sweeps/replication-xlmr",

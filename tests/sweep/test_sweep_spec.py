@@ -126,3 +126,31 @@ def test_the_planner_validation_runs_seven_orders_of_eight_unseen_locales_per_me
     assert len(orders["VANILLA"] & orders["SHARED LoRA 16"]) == 5
     seeds = {(run.method_spec.label, tuple(run.order), run.train.seed) for run in sweep.runs}
     assert len(seeds) == 28
+
+
+@pytest.mark.parametrize(("name", "orders"), [("remedies", 6), ("remedies-2h", 3)])
+def test_the_remedies_sweeps_pair_every_remedy_with_its_plain_run(name, orders):
+    """Every locale first or last (six orders: first and last); two seeds; each remedy's
+    run shares its order and seed with its plain method's run."""
+    sweep = load_sweep(REPO / "configs" / "sweeps" / f"{name}.yaml")
+    demo = ("en-US", "de-DE", "es-ES", "ru-RU", "hi-IN", "th-TH")
+    cases: dict[tuple[str, str | None], set[tuple[tuple[str, ...], int]]] = {}
+    for run in sweep.runs:
+        strategy = run.strategy["name"] if run.strategy else None
+        cases.setdefault((run.method, strategy), set()).add((tuple(run.order), run.train.seed))
+        assert sorted(run.order) == sorted(demo)
+    assert cases.pop(("nonshared-lora", None)) == {(demo, 42), (demo, 43)}
+    paired = cases[("vanilla", None)]
+    assert len(paired) == orders and {seed for _, seed in paired} == {42, 43}
+    firsts, lasts = {order[0] for order, _ in paired}, {order[-1] for order, _ in paired}
+    assert len(firsts) == len(lasts) == orders and firsts | lasts == set(demo)
+    assert all(seen == paired for seen in cases.values())
+    assert len(cases) == 9 and len(sweep.runs) == 9 * orders + 2
+
+
+def test_the_2_hour_remedies_sweep_shares_its_seed_42_runs_with_the_full_one():
+    full = load_sweep(REPO / "configs" / "sweeps" / "remedies.yaml").by_id()
+    short = load_sweep(REPO / "configs" / "sweeps" / "remedies-2h.yaml").runs
+    assert len(short) == 29
+    shared = {run.run_id for run in short if run.train.seed == 42}
+    assert len(shared) == 2 * 9 + 1 and shared <= set(full)
