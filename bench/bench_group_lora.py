@@ -12,8 +12,10 @@ the i-th rotation of that order (seed 42 + i // T beyond T rotations), trained t
 in the same process. Every step trains exactly one epoch (``epochs: 1``), so every run
 trains the same T x n utterances and scores the same cells whatever its order, and the
 group's speedup is K x (one run's seconds) / (the group's seconds): samples/s of the group
-against samples/s of one run alone, reading, encoding and scoring included. Writes JSON to
-``--out`` and prints a Markdown table.
+against samples/s of one run alone, reading, encoding and scoring included. The largest
+group runs twice, side by side: its adapters' matmuls batched (one ``bmm`` over segments
+of one size and rank, `xlcl.together.AdapterRouter`; the default on a GPU) and per
+segment (the default on a CPU). Writes JSON to ``--out`` and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from xlcl.config import RunConfig, validate_config
 from xlcl.data import ORDERS
 from xlcl.protocol import run
 from xlcl.schedules.grouped import run_group
+from xlcl.together import AdapterRouter
 
 MODEL = "e5-small-offline"
 
@@ -93,10 +96,16 @@ def main() -> None:
         alone = configs(args.model, 1, args.locales, args.utterances, root / "alone")[0]
         one = seconds_of(lambda: run(alone))
         rows = []
-        for k in args.groups:
-            group = configs(args.model, k, args.locales, args.utterances, root / f"group-{k}")
+        largest = max(args.groups)
+        matmuls = [(k, "batched") for k in args.groups] + [(largest, "per segment")]
+        for k, how in matmuls:
+            devices = {"batched": frozenset({"cpu", "cuda"}), "per segment": frozenset()}
+            AdapterRouter.batched_devices = devices[how]
+            out = root / f"group-{k}-{how.replace(' ', '-')}"
+            group = configs(args.model, k, args.locales, args.utterances, out)
             seconds = seconds_of(lambda group=group: run_group(group))
-            rows.append({"runs": k, "seconds": seconds, "speedup": k * one / seconds})
+            speedup = k * one / seconds
+            rows.append({"runs": k, "matmuls": how, "seconds": seconds, "speedup": speedup})
             print(rows[-1], flush=True)
     figures = {
         "model": args.model,
@@ -116,10 +125,11 @@ def main() -> None:
         f"\none SHARED LoRA r16 run alone: {one:.1f} s ({args.locales} locales x "
         f"{args.utterances} utterances, 1 epoch a step, {args.model})\n"
     )
-    print("| runs in the group | seconds | samples/s against one run alone |")
-    print("|---:|---:|---:|")
+    print("| runs in the group | LoRA matmuls | seconds | samples/s against one run alone |")
+    print("|---:|---|---:|---:|")
     for row in rows:
-        print(f"| {row['runs']} | {row['seconds']:.1f} | {row['speedup']:.2f}x |")
+        cells = [row["runs"], row["matmuls"], f"{row['seconds']:.1f}", f"{row['speedup']:.2f}x"]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """NON-SHARED LoRA adapters trained together equal the adapters trained one by one."""
 
+import zlib
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from peft import PeftModel
+from peft.tuners.lora import Linear as LoraLinear
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from massive_fixture import write_massive_dir
@@ -20,6 +22,7 @@ from xlcl.methods import method
 from xlcl.tasks.massive_slots import MassiveSlots
 from xlcl.together import (
     AdapterRouter,
+    _batchable_runs,
     adapter_parameters,
     add_adapters,
     length_groups,
@@ -118,7 +121,11 @@ def train_together(setup, monkeypatch, on_finished=None):
     return model, results
 
 
-def test_together_equals_one_by_one_epochs_early_stopping_and_weights(setup, monkeypatch):
+@pytest.mark.parametrize("batched", [False, True], ids=["per-segment", "batched"])
+def test_together_equals_one_by_one_epochs_early_stopping_and_weights(setup, monkeypatch, batched):
+    # batched: the adapters' matmuls as on a GPU (one bmm over same-size, same-rank segments)
+    if batched:
+        monkeypatch.setattr(AdapterRouter, "batched_devices", frozenset({"cpu", "cuda"}))
     models, alone = train_one_by_one(setup, monkeypatch)
     finished = []
     model, together = train_together(setup, monkeypatch, lambda _, name: finished.append(name))
@@ -217,3 +224,40 @@ def test_length_groups_keep_similar_lengths_together():
     groups = length_groups(lengths, length=lambda n: n)
     assert groups == [[10, 11, 12], [13], [26, 30], [40]]
     assert length_groups(lengths, length=lambda n: n, slack=10.0) == [sorted(lengths)]
+
+
+def test_batched_lora_matmuls_equal_the_per_segment_ones_with_their_gradients(setup, monkeypatch):
+    model = fresh_model(*setup[:2])
+    add_adapters(model, LOCALES, 4, NO_DROPOUT)
+    with torch.no_grad():  # B is 0 when fresh: give every adapter its own non-zero B
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                seed = zlib.crc32(name.encode())
+                parameter.normal_(generator=torch.Generator().manual_seed(seed))
+    layer = next(m for m in model.modules() if isinstance(m, LoraLinear))
+    segments = [("en-US", 0, 2), ("de-DE", 2, 4), ("ja-JP", 4, 7)]
+    assert _batchable_runs(layer, segments) == [segments[:2], segments[2:]]
+    inputs = torch.randint(5, 60, (7, 6), generator=torch.Generator().manual_seed(0))
+
+    def pass_(devices: frozenset[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        monkeypatch.setattr(AdapterRouter, "batched_devices", devices)
+        model.zero_grad()
+        router = AdapterRouter()
+        router.set_segments([(name, end - start) for name, start, end in segments])
+        with router.route(model):
+            logits = model(input_ids=inputs).logits
+        logits.pow(2).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return logits.detach(), grads
+
+    calls = []
+    bmm = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda *a: calls.append(1) or bmm(*a))
+    plain_logits, plain_grads = pass_(frozenset({"cuda"}))
+    assert not calls
+    logits, grads = pass_(frozenset({"cpu", "cuda"}))
+    assert calls  # the batched path ran
+    torch.testing.assert_close(logits, plain_logits, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == plain_grads.keys() and len(grads) > 0
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], rtol=1e-5, atol=1e-6)
