@@ -143,6 +143,9 @@ def test_claims_equal_a_brute_force_bootstrap(sweep: Path, tmp_path: Path) -> No
     expected = _interval(terms[:, other].mean(axis=1) - terms[:, latin].mean(axis=1))
     scripts = table[table["statistic"].str.startswith("VANILLA: R[T,j]")].iloc[0]
     assert (scripts["estimate"], scripts["ci_low"], scripts["ci_high"]) == pytest.approx(expected)
+    mean, low, high = _interval(terms[:, latin].mean(axis=1))
+    group_note = f"Latin {mean:+.3f} [{low:+.3f}, {high:+.3f}] ({len(latin)} locales)"
+    assert group_note in (tmp_path / "report" / "tables" / "claims.md").read_text()
 
     _, shifts = _brute_per_locale(sweep, vanilla, own_shifts)
     named = [locales.index(x) for x in ("zh-CN", "ja-JP")]  # zh-TW is in no run

@@ -108,7 +108,9 @@ def claims_table(
         if found is None:
             continue
         per_locale = _PerLocale(found, boot, hops)
-        findings += _scripts(per_locale, facts)
+        scripts, script_notes = _scripts(per_locale, facts)
+        findings += scripts
+        notes += script_notes
         own_step = "performance shift of its own step"
         shift, shift_notes = _named_locales(
             4, per_locale, per_locale.own_shift, DESTRUCTIVE, own_step, lowest=True
@@ -287,22 +289,45 @@ class _PerLocale:
         difference = a - b
         return self.boot.interval(float(difference[0]), difference[1:])
 
+    def group_mean(self, values: np.ndarray, locales: Sequence[str]) -> tuple[int, Interval] | None:
+        """How many of `locales` have a value, and the interval of their mean."""
+        found = self._group(values, locales)
+        if found is None:
+            return None
+        kept = sum(not np.isnan(values[0, self.locales.index(x)]) for x in locales)
+        return kept, self.boot.interval(float(found[0]), found[1:])
+
     def _group(self, values: np.ndarray, locales: Sequence[str]) -> np.ndarray | None:
         columns = [self.locales.index(x) for x in locales if x in self.locales]
         kept = [c for c in columns if not np.isnan(values[0, c])]
         return values[:, kept].mean(axis=1) if kept else None
 
 
-def _scripts(per_locale: _PerLocale, facts: Mapping[str, LocaleFacts]) -> list[Finding]:
-    """Claim 3: the CBT term of non-Latin receivers minus that of Latin ones."""
+def _scripts(
+    per_locale: _PerLocale, facts: Mapping[str, LocaleFacts]
+) -> tuple[list[Finding], list[str]]:
+    """Claim 3: the CBT term of non-Latin receivers minus that of Latin ones; each group's
+    own mean as a note."""
     latin = [x for x in per_locale.locales if x in facts and facts[x].latin]
     other = [x for x in per_locale.locales if x in facts and not facts[x].latin]
     interval = per_locale.group_difference(per_locale.forgetting, other, latin)
     if interval is None:
-        return []
+        return [], []
     statistic = f"{per_locale.name}: R[T,j] − R[j,j], non-Latin − Latin receivers"
     paper = "non-Latin forget more: < 0"
-    return [Finding(3, statistic, paper, interval, BELOW, per_locale.runs, 1.0)]
+    means = []
+    for name, group in (("Latin", latin), ("non-Latin", other)):
+        found = per_locale.group_mean(per_locale.forgetting, group)
+        assert found is not None, "both groups have a value where their difference has"
+        kept, mean = found
+        means.append(
+            f"{name} {mean.estimate:+.3f} [{mean.low:+.3f}, {mean.high:+.3f}] ({kept} locales)"
+        )
+    note = (
+        f"{per_locale.name}, R[T,j] − R[j,j] of a receiver (mean over {per_locale.runs} "
+        f"run(s), then over the group): {'; '.join(means)}."
+    )
+    return [Finding(3, statistic, paper, interval, BELOW, per_locale.runs, 1.0)], [note]
 
 
 def _named_locales(
