@@ -22,6 +22,7 @@ def write_counted_run(
     method: str = "vanilla",
     gold_spans: Mapping[str, Sequence[int]] = GOLD,
     rank: int | None = None,
+    model: str = "tiny",
 ) -> Path:
     """A finished sequential slot-filling run whose table is its counts' sums; each
     utterance's gold spans from `gold_spans`, its errors drawn from `seed`."""
@@ -55,7 +56,7 @@ def write_counted_run(
     manifest = {
         "run_id": run_id,
         "status": "done",
-        "config": {"method": method, "rank": rank, "model": "tiny"},
+        "config": {"method": method, "rank": rank, "model": model},
         "order": list(order),
         "schedule": "sequential",
         "task": "massive-slots",

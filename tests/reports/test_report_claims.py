@@ -206,3 +206,21 @@ def test_the_rank_claim_compares_the_highest_rank_with_the_lowest(tmp_path: Path
         (expected.estimate, expected.low, expected.high)
     )
     assert row["verdict"] == Finding(6, "", "", expected, WITHIN, 2).verdict
+
+
+def test_runs_of_two_models_are_tested_apart(sweep: Path, tmp_path: Path) -> None:
+    write_counted_run(sweep, "other", ORDERS[0], seed=5, gold_spans=GOLD, model="tiny-2")
+    build_report([sweep], tmp_path / "report", resamples=RESAMPLES)
+    table = pd.read_csv(tmp_path / "report" / "tables" / "claims.csv")
+    assert table["statistic"].str.startswith("tiny, span F1: ").sum() == 9
+    other = table[table["statistic"].str.startswith("tiny-2, span F1: ")]
+    # one VANILLA run of its own: its CBT, scripts, destructive and robust claims
+    assert list(other["claim"]) == [2, 3, 4, 5]
+    run = read_run_dir(sweep / "other")
+    alone = Bootstrap(resamples=RESAMPLES).run_intervals(
+        run.matrix, run_counts(run.run_id, run.source, run.matrix)
+    )["cbt"]
+    assert other.iloc[0]["estimate"] == pytest.approx(alone.estimate)
+    assert (other.iloc[0]["ci_low"], other.iloc[0]["ci_high"]) == pytest.approx(
+        (alone.low, alone.high)
+    )

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -97,31 +97,22 @@ def claims_table(
     hops: int,
 ) -> Claims | None:
     """The claims that `summaries` can test (finished plain runs with per-utterance counts
-    of the paper's methods), or None when they test none."""
-    methods = _paper_methods(summaries)
+    of the paper's methods), or None when they test none. Runs of several models or
+    metrics are tested apart, each statistic prefixed with its model and metric."""
+    usable = [
+        s
+        for s in summaries
+        if not s.partial and s.strategy is None and s.intervals and s.intervals.intervals
+    ]
+    keys = sorted({(s.model or "", s.metric) for s in usable})
     findings: list[Finding] = []
     notes: list[str] = []
-    findings += _ranking(methods, boot)
-    findings += _forgetting(methods, boot)
-    for name in SEQUENTIAL_METHODS:
-        found = methods.get(name)
-        if found is None:
-            continue
-        per_locale = _PerLocale(found, boot, hops)
-        scripts, script_notes = _scripts(per_locale, facts)
-        findings += scripts
-        notes += script_notes
-        own_step = "performance shift of its own step"
-        shift, shift_notes = _named_locales(
-            4, per_locale, per_locale.own_shift, DESTRUCTIVE, own_step, lowest=True
-        )
-        receiving = f"MBT over hops 1-{hops}"
-        receive, receive_notes = _named_locales(
-            5, per_locale, per_locale.receiver, ROBUST_RECEIVERS, receiving, lowest=False
-        )
-        findings += shift + receive
-        notes += shift_notes + receive_notes
-    findings += _rank(summaries, boot)
+    for model, metric in keys:
+        prefix = f"{model}, {metric}: " if len(keys) > 1 else ""
+        same = [s for s in usable if (s.model or "", s.metric) == (model, metric)]
+        found, found_notes = _claims_of(_paper_methods(same), boot, facts, hops)
+        findings += [replace(f, statistic=prefix + f.statistic) for f in found]
+        notes += [prefix + note for note in found_notes]
     if not findings:
         return None
     display = [
@@ -166,15 +157,37 @@ def claims_table(
     return Claims(table, tuple(findings))
 
 
-def _paper_methods(summaries: Sequence[LabelSummary]) -> dict[str, list[LabelSummary]]:
-    """Finished plain labels with intervals, by the paper's method name, lowest rank first
-    (MULTI without LoRA only)."""
+def _claims_of(
+    methods: Mapping[str, list[LabelSummary]],
+    boot: Bootstrap,
+    facts: Mapping[str, LocaleFacts],
+    hops: int,
+) -> tuple[list[Finding], list[str]]:
+    """Every claim that the labels of one model and metric, by method, can test."""
+    findings = _ranking(methods, boot) + _forgetting(methods, boot)
+    notes: list[str] = []
+    for name in SEQUENTIAL_METHODS:
+        found = methods.get(name)
+        if found is None:
+            continue
+        per_locale = _PerLocale(found, boot, hops)
+        scripts, script_notes = _scripts(per_locale, facts)
+        own_step = "performance shift of its own step"
+        shift, shift_notes = _named_locales(
+            4, per_locale, per_locale.own_shift, DESTRUCTIVE, own_step, lowest=True
+        )
+        receiving = f"MBT over hops 1-{hops}"
+        receive, receive_notes = _named_locales(
+            5, per_locale, per_locale.receiver, ROBUST_RECEIVERS, receiving, lowest=False
+        )
+        findings += scripts + shift + receive
+        notes += script_notes + shift_notes + receive_notes
+    return findings + _rank(methods, boot), notes
+
+
+def _paper_methods(usable: Sequence[LabelSummary]) -> dict[str, list[LabelSummary]]:
+    """The labels by the paper's method name, lowest rank first (MULTI without LoRA only)."""
     methods: dict[str, list[LabelSummary]] = {}
-    usable = [
-        s
-        for s in summaries
-        if not s.partial and s.strategy is None and s.intervals and s.intervals.intervals
-    ]
     for s in sorted(usable, key=lambda s: s.rank or 0):
         name = PAPER_NAMES.get(s.method or "")
         if name is None or (name == "MULTI" and s.rank is not None):
@@ -229,9 +242,9 @@ def _forgetting(methods: Mapping[str, list[LabelSummary]], boot: Bootstrap) -> l
     return findings
 
 
-def _rank(summaries: Sequence[LabelSummary], boot: Bootstrap) -> list[Finding]:
+def _rank(methods: Mapping[str, list[LabelSummary]], boot: Bootstrap) -> list[Finding]:
     """Claim 6: SHARED LoRA at its highest rank against its lowest, within the band."""
-    ranks = _paper_methods(summaries).get("SHARED LoRA", [])
+    ranks = methods.get("SHARED LoRA", [])
     if len(ranks) < 2:
         return []
     low, high = ranks[0], ranks[-1]
