@@ -79,7 +79,7 @@ def test_graphed_updates_refuse_a_width_that_is_not_a_multiple(en_us):
         raise AssertionError("a batch of the wrong width reached the update")
 
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
-    updates = GraphedUpdates(update, optimizer, torch.device("cpu"))
+    updates = GraphedUpdates(update, [optimizer], torch.device("cpu"))
     batch = collate(en_us.train.input_ids[:2], en_us.train.labels[:2], pad_id=1)
     width = batch.input_ids.shape[1]
     assert width % WIDTH_STEP  # the fixture's two first utterances: not a multiple

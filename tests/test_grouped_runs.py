@@ -30,7 +30,7 @@ from xlcl.protocol import run
 from xlcl.schedules.grouped import GroupRunsFailed, run_group
 from xlcl.schedules.grouping import form_groups, why_not_grouped
 from xlcl.store import DONE
-from xlcl.together import AdapterRouter
+from xlcl.together import AdapterRouter, GroupGraphs
 
 # Every utterance is cut to its first 12 subwords (the fixture's en-US and de-DE utterances
 # have 19 or more under the tiny tokenizer): the group's batches then need no padding, and
@@ -78,7 +78,7 @@ def setup(tmp_path_factory):
     return model, write_massive_dir(tmp_path_factory.mktemp("massive"))
 
 
-def configs(setup, output: Path, members=MEMBERS, **extra):
+def configs(setup, output: Path, members=MEMBERS, train=None, **extra):
     model, massive = setup
     return [
         validate_config(
@@ -89,7 +89,7 @@ def configs(setup, output: Path, members=MEMBERS, **extra):
                 "order": order,
                 "data": {"source": str(massive)},
                 "lora": {"alpha": alpha, "dropout": 0.0},
-                "train": {**TRAIN, "learning_rate": rate, "threads": 1},
+                "train": {**TRAIN, "learning_rate": rate, "threads": 1, **(train or {})},
                 "output_dir": str(output),
                 **extra,
             }
@@ -166,6 +166,29 @@ def test_a_group_gives_each_run_the_results_it_has_alone(setup, alone, tmp_path,
         assert weights[0].keys() == weights[1].keys()
         assert any(".lora_A.default." in name for name in weights[1])
         assert all(relative_error(weights[1][n], w) <= RTOL for n, w in weights[0].items())
+
+
+def test_a_graphed_group_gives_each_run_the_results_it_has_alone_graphed(
+    setup, tmp_path, monkeypatch
+):
+    # train.cuda_graphs: each pass's full batches, of every member, in one recorded update
+    # (GroupGraphs); a CPU runs it eagerly with the graphs' padding, as a run alone does.
+    members = [MEMBERS[0], MEMBERS[1], MEMBERS[3]]
+    graphs = {"cuda_graphs": True}
+    alone = [run(c) for c in configs(setup, tmp_path / "alone", members, train=graphs)]
+    passes = []
+    update = GroupGraphs.update
+    monkeypatch.setattr(
+        GroupGraphs,
+        "update",
+        lambda self, learners, pad_id: (
+            passes.append(len(learners)) or update(self, learners, pad_id)
+        ),
+    )
+    grouped = run_group(configs(setup, tmp_path / "group", members, train=graphs))
+    assert max(passes) == len(members) and min(passes) < len(members)
+    for reference, got in zip(alone, grouped, strict=True):
+        assert differences(reference, got) == []
 
 
 def wrong_scaling(self, layer, x):
@@ -247,6 +270,9 @@ def test_runs_a_group_cannot_hold_are_refused_or_kept_apart(setup, tmp_path):
         run_group([shared, other_data])
     groups = form_groups([shared, vanilla, multi, other_data, nonshared], max_size=8)
     assert groups == [[shared, multi], [vanilla], [other_data], [nonshared]]
+    graphed = configs(setup, tmp_path, train={"cuda_graphs": True})[0]
+    assert why_not_grouped(graphed) is None  # graphs are all or none in a group
+    assert form_groups([shared, graphed, multi], max_size=8) == [[shared, multi], [graphed]]
     assert form_groups([shared, multi], max_size=1) == [[shared], [multi]]
 
 

@@ -21,15 +21,20 @@ check, without a GPU, that graphed training equals the plain loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from xlcl.encode import Batch
 
+if TYPE_CHECKING:
+    from torch.cuda import _POOL_HANDLE
+
 WIDTH_STEP = 8  # batches are padded to a multiple of this many subwords
 
-Outputs = tuple[torch.Tensor, torch.Tensor]  # loss, non-finite gradient norm
+# Loss and non-finite gradient norm; one of each per adapter for a group's update.
+Outputs = tuple[torch.Tensor, torch.Tensor]
 
 
 class GraphedUpdates:
@@ -37,22 +42,26 @@ class GraphedUpdates:
 
     `update` is one update on static buffers (forward, backward, clipping, AdamW; device
     work only): what each graph records, and what runs eagerly for the warm-ups and on a
-    CPU. It starts from no gradients; `optimizer` clears them around eager updates.
+    CPU. It starts from no gradients; `optimizers` (one, or one per adapter of a group)
+    clear them around eager updates. Updates that never run at once may share a `pool`.
     """
 
     def __init__(
         self,
         update: Callable[[Batch], Outputs],
-        optimizer: torch.optim.Optimizer,
+        optimizers: Sequence[torch.optim.Optimizer],
         device: torch.device,
+        pool: _POOL_HANDLE | None = None,
     ) -> None:
         self._update = update
-        self.optimizer = optimizer
+        self.optimizers = list(optimizers)
         self.device = device
         self.capture = device.type == "cuda"
         self._inputs: dict[int, Batch] = {}
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, Outputs]] = {}
-        self._pool = torch.cuda.graph_pool_handle() if self.capture else None
+        if pool is None and self.capture:
+            pool = torch.cuda.graph_pool_handle()
+        self._pool = pool
 
     def update(self, batch: Batch) -> Outputs:
         """One optimizer update on `batch` (host tensors, width a multiple of WIDTH_STEP).
@@ -84,10 +93,14 @@ class GraphedUpdates:
         return outputs
 
     def _eager(self, inputs: Batch) -> Outputs:
-        self.optimizer.zero_grad(set_to_none=True)
+        self._zero_grad()
         outputs = self._update(inputs)
-        self.optimizer.zero_grad(set_to_none=True)
+        self._zero_grad()
         return outputs
+
+    def _zero_grad(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
 
     def _warm_up(self, inputs: Batch) -> Outputs:
         side = torch.cuda.Stream(self.device)
@@ -101,11 +114,11 @@ class GraphedUpdates:
         # Gradients are None here, so the recorded backward writes (not adds) them. They
         # are dropped after the capture: the graph keeps its own, and eager updates start
         # from None again.
-        self.optimizer.zero_grad(set_to_none=True)
+        self._zero_grad()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
             outputs = self._update(inputs)
-        self.optimizer.zero_grad(set_to_none=True)
+        self._zero_grad()
         return graph, outputs
 
 

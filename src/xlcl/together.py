@@ -33,7 +33,8 @@ from xlcl.classifier import head_modules, lora_config
 from xlcl.config import LoraSettings, TrainConfig
 from xlcl.encode import Batch, EncodedSplit, collate, gather
 from xlcl.evaluate.scoring import mixed_precision
-from xlcl.train import EpochRecord, Learner, Objective, StepResult
+from xlcl.graphs import WIDTH_STEP, GraphedUpdates, Outputs
+from xlcl.train import EpochRecord, Learner, Objective, StepResult, clip_and_step
 
 T = TypeVar("T")
 FinishedCallback = Callable[[str, StepResult], None]
@@ -243,7 +244,16 @@ def train_adapters_together(
     if not (len(names) == len(train) == len(dev) == len(seeds)):
         raise ValueError("names, train, dev and seeds must have one entry per adapter")
     learners = [
-        Learner(name, adapter_parameters(model, name), splits, [dev_split], config, seed, device)
+        Learner(
+            name,
+            adapter_parameters(model, name),
+            splits,
+            [dev_split],
+            config,
+            seed,
+            device,
+            capturable=graphed(config),
+        )
         for name, splits, dev_split, seed in zip(names, train, dev, seeds, strict=True)
     ]
     results: dict[str, StepResult] = {}
@@ -295,13 +305,18 @@ def train_learners_together(
     """
     precision = learners[0].config.precision if learners else "fp32"
     router = AdapterRouter()
+    graphs = GroupGraphs(model, router, objective, precision, device)
     for learner in learners:
         learner.start_epoch()
     active = list(learners)
     with router.route(model):
         while active:
             model.train()
-            for group in length_groups(active, _longest):
+            graphed = [learner for learner in active if graphs.takes(learner)]
+            if graphed:
+                graphs.update(graphed, pad_id)
+            eager = [learner for learner in active if learner not in graphed]
+            for group in length_groups(eager, _longest):
                 _forward_backward(model, group, router, objective, precision, pad_id, device)
             for learner in [learner for learner in active if learner.epoch_done]:
                 try:
@@ -310,6 +325,7 @@ def train_learners_together(
                     if on_failed is None:
                         raise
                     active.remove(learner)
+                    graphs.forget(learner)
                     on_failed(learner, error)
                     continue
                 router.set_single(learner.name)
@@ -321,12 +337,109 @@ def train_learners_together(
                 if not learner.finished:
                     learner.start_epoch()
                     continue
+                graphs.forget(learner)
                 following = None if on_finished is None else on_finished(learner)
                 if following is None:
                     active.remove(learner)
                     continue
                 following.start_epoch()
                 active[active.index(learner)] = following
+
+
+class GroupGraphs:
+    """The full batches of a pass's learners with ``train.cuda_graphs`` in one optimizer
+    update, replayed from a CUDA graph per batch width and composition.
+
+    A composition is the learners of the pass and their batch sizes, in order: the graph
+    records the routed forward pass over their concatenated batches (padded to one width,
+    a multiple of `WIDTH_STEP`), each learner's loss on its own rows, the backward pass,
+    and each learner's clipping and AdamW step (its optimizer capturable: learning rates
+    in device tensors that its schedule fills between replays). A learner whose step ends
+    takes its compositions' graphs with it (`forget`): the next step's learner has a new
+    optimizer. Partial batches, gradient accumulation and learners without graphs run
+    eagerly. As for one run (`xlcl.graphs`), a CPU runs the same padded updates eagerly.
+    """
+
+    def __init__(
+        self,
+        model: PeftModel,
+        router: AdapterRouter,
+        objective: Objective,
+        precision: str,
+        device: torch.device,
+    ) -> None:
+        self.model, self.router, self.objective = model, router, objective
+        self.device = device
+        self.autocast = mixed_precision(precision, device, cache=False)  # capture needs it
+        self.pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
+        self.updates: dict[tuple[tuple[int, int], ...], GraphedUpdates] = {}
+
+    @staticmethod
+    def takes(learner: Learner) -> bool:
+        """Whether the learner's next micro-batch is a whole graphed update on a full batch."""
+        full = len(learner.next_batch()) == learner.config.batch_size
+        return graphed(learner.config) and learner.capturable and full
+
+    def update(self, learners: Sequence[Learner], pad_id: int) -> None:
+        """One update of each of `learners` on its next batch; count them."""
+        input_ids: list[np.ndarray] = []
+        targets: list[np.ndarray] = []
+        for learner in learners:
+            ids, labels = gather(learner.train, learner.next_batch())
+            input_ids.extend(ids)
+            targets.extend(labels)
+        key = tuple((id(learner), learner.config.batch_size) for learner in learners)
+        updates = self.updates.get(key)
+        if updates is None:
+            optimizers = [learner.optimizer for learner in learners]
+            updates = GraphedUpdates(self._recorded(learners), optimizers, self.device, self.pool)
+            self.updates[key] = updates
+        losses, non_finite = updates.update(collate(input_ids, targets, pad_id, WIDTH_STEP))
+        for index, learner in enumerate(learners):
+            learner.updated_elsewhere(losses[index], non_finite[index])
+
+    def forget(self, learner: Learner) -> None:
+        """Drop the graphs of every composition that holds `learner`."""
+        self.updates = {
+            key: updates
+            for key, updates in self.updates.items()
+            if all(member != id(learner) for member, _ in key)
+        }
+
+    def _recorded(self, learners: Sequence[Learner]) -> Callable[[Batch], Outputs]:
+        segments = [(learner.name, learner.config.batch_size) for learner in learners]
+
+        def update(batch: Batch) -> Outputs:
+            self.router.set_segments(segments)
+            with self.autocast:
+                outputs = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+                losses = []
+                start = 0
+                for _, count in segments:
+                    rows = slice(start, start + count)
+                    start += count
+                    part = Batch(*(tensor[rows] for tensor in batch.tensors))
+                    logits = type(outputs)(logits=outputs.logits[rows])
+                    losses.append(self.objective.loss(self.model, part, logits))
+            torch.stack(losses).sum().backward()
+            non_finite = [
+                clip_and_step(
+                    learner.parameters,
+                    learner.optimizer,
+                    learner.config.max_grad_norm,
+                    learner.config.fused_clipping,
+                )
+                for learner in learners
+            ]
+            return torch.stack(losses).detach(), torch.stack(non_finite)
+
+        return update
+
+
+def graphed(config: TrainConfig) -> bool:
+    """Whether a learner of `config` trains its full batches in CUDA graphs (`GroupGraphs`):
+    with ``train.cuda_graphs`` and one micro-batch an update."""
+    return config.cuda_graphs and config.gradient_accumulation == 1
 
 
 def _longest(learner: Learner) -> int:

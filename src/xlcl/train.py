@@ -303,6 +303,7 @@ class Learner:
         interleaved: Interleaved | None = None,
     ) -> None:
         self.name = name
+        self.capturable = capturable  # its optimizer's state can be recorded in a CUDA graph
         self.before_update = before_update
         self.interleaved = interleaved
         self.seed = seed
@@ -557,7 +558,7 @@ def _graphed_updates(
             learner.parameters, learner.optimizer, config.max_grad_norm, config.fused_clipping
         )
 
-    return GraphedUpdates(one_update, learner.optimizer, device)
+    return GraphedUpdates(one_update, [learner.optimizer], device)
 
 
 @torch.no_grad()

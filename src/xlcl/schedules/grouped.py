@@ -41,7 +41,7 @@ from xlcl.protocol import EncodedCache, Run, deterministic_algorithms, prepare
 from xlcl.schedules import JOINT, JOINT_LOCALE, SEQUENTIAL
 from xlcl.schedules.grouping import check_group
 from xlcl.store import is_complete
-from xlcl.together import AdapterRouter, adapter_parameters, train_learners_together
+from xlcl.together import AdapterRouter, adapter_parameters, graphed, train_learners_together
 from xlcl.train import EpochRecord, Learner, Objective
 
 ADAPTER_PREFIX = "run_"  # a member's adapter is named after its run id
@@ -131,6 +131,7 @@ class _Member:
             config,
             config.seed + step,
             run.models.device,
+            capturable=graphed(config),
         )
 
     def record_step(self, model: PeftModel, learner: Learner) -> None:

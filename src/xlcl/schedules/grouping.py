@@ -24,7 +24,6 @@ def why_not_grouped(config: RunConfig) -> str | None:
     if config.strategy is not None:
         return f"its strategy ({config.strategy['name']}) has hooks a group does not run"
     unsupported = {
-        "train.cuda_graphs": train.cuda_graphs,
         "train.compile": train.compile,
         "checkpoint.every_updates": config.checkpoint.every_updates is not None,
     }
@@ -38,7 +37,8 @@ def base_key(config: RunConfig) -> str:
     """What runs must share to train over one encoder: equal keys, one group.
 
     The encoder and its vocabulary (the trim keeps the tokens of the run's locales), the
-    data and its encoding, the precision and device, and the dev scoring's batches.
+    data and its encoding, the precision and device, CUDA graphs (all or none), and the
+    dev scoring's batches.
     """
     locales = sorted(resolve_order(config.order, config.locales))
     shared = {
@@ -52,6 +52,7 @@ def base_key(config: RunConfig) -> str:
         "device": config.train.device,
         "threads": config.train.threads,
         "deterministic": config.train.deterministic,
+        "cuda_graphs": config.train.cuda_graphs,
         "eval_batch_size": config.evaluate.batch_size,
     }
     return json.dumps(shared, sort_keys=True)
