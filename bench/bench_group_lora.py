@@ -13,9 +13,11 @@ in the same process. Every step trains exactly one epoch (``epochs: 1``), so eve
 trains the same T x n utterances and scores the same cells whatever its order, and the
 group's speedup is K x (one run's seconds) / (the group's seconds): samples/s of the group
 against samples/s of one run alone, reading, encoding and scoring included. The largest
-group runs twice, side by side: its adapters' matmuls batched (one ``bmm`` over segments
-of one size and rank, `xlcl.together.AdapterRouter`; the default on a GPU) and per
-segment (the default on a CPU). Writes JSON to ``--out`` and prints a Markdown table.
+group runs three times, side by side: its adapters' matmuls batched (one ``bmm`` over
+segments of one size and rank, `xlcl.together.AdapterRouter`; the default on a GPU), per
+segment (the default on a CPU), and batched with ``train.cuda_graphs`` (each pass's full
+batches one replayed update, `xlcl.together.GroupGraphs`; on a CPU the same padded updates
+run eagerly). Writes JSON to ``--out`` and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ from xlcl.together import AdapterRouter
 MODEL = "e5-small-offline"
 
 
-def configs(model: str, k: int, locales: int, utterances: int, output: Path) -> list[RunConfig]:
+def configs(
+    model: str, k: int, locales: int, utterances: int, output: Path, graphs: bool = False
+) -> list[RunConfig]:
     """K SHARED LoRA r16 runs of one epoch a step, each in its own order (or seed)."""
     first = list(ORDERS[1][:locales])
     runs = []
@@ -66,6 +70,7 @@ def configs(model: str, k: int, locales: int, utterances: int, output: Path) -> 
                         "batch_size": 16,
                         "max_length": 64,
                         "seed": 42 + index // locales,
+                        "cuda_graphs": graphs,
                     },
                     "lora": {"alpha": 4, "dropout": 0.0},
                     "output_dir": str(output),
@@ -97,12 +102,14 @@ def main() -> None:
         one = seconds_of(lambda: run(alone))
         rows = []
         largest = max(args.groups)
-        matmuls = [(k, "batched") for k in args.groups] + [(largest, "per segment")]
+        matmuls = [(k, "batched") for k in args.groups]
+        matmuls += [(largest, "per segment"), (largest, "batched, CUDA graphs")]
         for k, how in matmuls:
-            devices = {"batched": frozenset({"cpu", "cuda"}), "per segment": frozenset()}
-            AdapterRouter.batched_devices = devices[how]
-            out = root / f"group-{k}-{how.replace(' ', '-')}"
-            group = configs(args.model, k, args.locales, args.utterances, out)
+            devices = frozenset() if how == "per segment" else frozenset({"cpu", "cuda"})
+            AdapterRouter.batched_devices = devices
+            out = root / f"group-{k}-{len(rows)}"
+            graphs = how.endswith("CUDA graphs")
+            group = configs(args.model, k, args.locales, args.utterances, out, graphs)
             seconds = seconds_of(lambda group=group: run_group(group))
             speedup = k * one / seconds
             rows.append({"runs": k, "matmuls": how, "seconds": seconds, "speedup": speedup})

@@ -32,9 +32,10 @@
 #           1.5 minutes expected, half of it reading and encoding the test sets)
 # group     SHARED LoRA r16 runs trained as one group (`xlcl sweep --group-lora`) of 1, 5 and
 #           15 runs, each run 4 locales of 400 utterances, one epoch a step, against one run
-#           alone: samples/s ratio in OUT/group.json (not run yet: 3-5 minutes expected,
-#           mostly each run's reading and encoding of the archive; after a part that writes
-#           the XLM-R-base-size model, as together)
+#           alone; the group of 15 also with per-segment LoRA matmuls and with CUDA graphs:
+#           samples/s ratio in OUT/group.json (not run yet: 4-6 minutes expected, mostly
+#           each run's reading and encoding of the archive; after a part that writes the
+#           XLM-R-base-size model, as together)
 # Each part has its own time limit, so a failing part leaves the others' results in OUT.
 set -u
 out=${1:?usage: bench/gpu_suite.sh OUT [PART ...]}
@@ -134,7 +135,7 @@ for part in $parts; do
         compile) gpu compile 330 --models xlm-r-base --compile --cuda-graphs --samples 2048 \
             --locales 0 ;;
         group)  # after a part that writes the XLM-R-base-size model, as together
-            timeout 300 python3 bench/bench_group_lora.py --model /tmp/xlcl-gpu/xlm-r-base \
+            timeout 420 python3 bench/bench_group_lora.py --model /tmp/xlcl-gpu/xlm-r-base \
                 --groups 1 5 15 --locales 4 --utterances 400 --out "$out/group.json" 2>&1 \
                 | quiet | tee "$out/group.log" ;;
         together)
