@@ -22,6 +22,7 @@ from xlcl.methods import method
 from xlcl.tasks.massive_slots import MassiveSlots
 from xlcl.together import (
     AdapterRouter,
+    GroupGraphs,
     _batchable_runs,
     adapter_parameters,
     add_adapters,
@@ -92,14 +93,14 @@ def scripted(monkeypatch):
     monkeypatch.setattr("xlcl.tasks.massive_slots.score_splits", dev_score)
 
 
-def train_one_by_one(setup, monkeypatch):
+def train_one_by_one(setup, monkeypatch, config=CONFIG):
     model_dir, labels, train, dev, _ = setup
     scripted(monkeypatch)
     models, results = {}, {}
     for locale, train_split, dev_split, seed in zip(LOCALES, train, dev, SEEDS, strict=True):
         model = fresh_model(model_dir, labels)
         results[locale] = train_step(
-            model, [train_split], [dev_split], labels, CONFIG,
+            model, [train_split], [dev_split], labels, config,
             objective=OBJECTIVE, pad_id=1, device=torch.device("cpu"), eval_batch_size=8,
             seed=seed,
         )  # fmt: skip
@@ -107,28 +108,42 @@ def train_one_by_one(setup, monkeypatch):
     return models, results
 
 
-def train_together(setup, monkeypatch, on_finished=None):
+def train_together(setup, monkeypatch, on_finished=None, config=CONFIG):
     """`on_finished(model, name)` is called as each adapter stops."""
     model_dir, labels, train, dev, _ = setup
     scripted(monkeypatch)
     model = fresh_model(model_dir, labels)
     add_adapters(model, LOCALES, 4, NO_DROPOUT)
     results = train_adapters_together(
-        model, LOCALES, [[split] for split in train], dev, labels, CONFIG,
+        model, LOCALES, [[split] for split in train], dev, labels, config,
         objective=OBJECTIVE, pad_id=1, device=torch.device("cpu"), eval_batch_size=8, seeds=SEEDS,
         on_finished=None if on_finished is None else lambda name, _: on_finished(model, name),
     )  # fmt: skip
     return model, results
 
 
-@pytest.mark.parametrize("batched", [False, True], ids=["per-segment", "batched"])
-def test_together_equals_one_by_one_epochs_early_stopping_and_weights(setup, monkeypatch, batched):
-    # batched: the adapters' matmuls as on a GPU (one bmm over same-size, same-rank segments)
-    if batched:
+@pytest.mark.parametrize("way", ["per-segment", "batched", "graphed"])
+def test_together_equals_one_by_one_epochs_early_stopping_and_weights(setup, monkeypatch, way):
+    # batched: the adapters' matmuls as on a GPU (one bmm over same-size, same-rank
+    # segments); graphed: train.cuda_graphs both ways (one update per pass of every full
+    # batch, GroupGraphs; one micro-batch an update), run eagerly with the graphs' padding.
+    config = CONFIG
+    if way != "per-segment":
         monkeypatch.setattr(AdapterRouter, "batched_devices", frozenset({"cpu", "cuda"}))
-    models, alone = train_one_by_one(setup, monkeypatch)
+    if way == "graphed":
+        config = CONFIG.model_copy(update={"cuda_graphs": True, "gradient_accumulation": 1})
+        passes = []
+        update = GroupGraphs.update
+        monkeypatch.setattr(
+            GroupGraphs, "update", lambda self, *a: passes.append(a[0]) or update(self, *a)
+        )
+    models, alone = train_one_by_one(setup, monkeypatch, config)
     finished = []
-    model, together = train_together(setup, monkeypatch, lambda _, name: finished.append(name))
+    model, together = train_together(
+        setup, monkeypatch, lambda _, name: finished.append(name), config
+    )
+    if way == "graphed":
+        assert max(len(learners) for learners in passes) == len(LOCALES)
     # Each adapter stops at its own epoch, and is reported when it stops: ja-JP after
     # 3 x 3 batches, de-DE after 5 x 2, en-US after 4 x 3.
     assert [len(together[locale].epochs) for locale in LOCALES] == [4, 5, 3]

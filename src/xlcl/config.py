@@ -317,7 +317,6 @@ _FEATURES: dict[str, tuple[str, Callable[[RunConfig], bool]]] = {
 # Pairs the engine cannot run together: (feature, the one it is not supported with, why).
 _UNSUPPORTED_PAIRS: list[tuple[str, str, str]] = [
     (Feature.CUDA_GRAPHS, Feature.COMPILE, ""),
-    (Feature.CUDA_GRAPHS, Feature.ADAPTERS_TOGETHER, ""),
     (Feature.CUDA_GRAPHS, "accumulation", " (a graph records one micro-batch an update)"),
     (Feature.CUDA_GRAPHS, Feature.IN_STEP_CHECKPOINTS, ""),
     (
