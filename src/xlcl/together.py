@@ -382,12 +382,7 @@ class GroupGraphs:
 
     def update(self, learners: Sequence[Learner], pad_id: int) -> None:
         """One update of each of `learners` on its next batch; count them."""
-        input_ids: list[np.ndarray] = []
-        targets: list[np.ndarray] = []
-        for learner in learners:
-            ids, labels = gather(learner.train, learner.next_batch())
-            input_ids.extend(ids)
-            targets.extend(labels)
+        input_ids, targets, _ = _next_batches(learners)
         key = tuple((id(learner), learner.config.batch_size) for learner in learners)
         updates = self.updates.get(key)
         if updates is None:
@@ -410,17 +405,8 @@ class GroupGraphs:
         segments = [(learner.name, learner.config.batch_size) for learner in learners]
 
         def update(batch: Batch) -> Outputs:
-            self.router.set_segments(segments)
             with self.autocast:
-                outputs = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-                losses = []
-                start = 0
-                for _, count in segments:
-                    rows = slice(start, start + count)
-                    start += count
-                    part = Batch(*(tensor[rows] for tensor in batch.tensors))
-                    logits = type(outputs)(logits=outputs.logits[rows])
-                    losses.append(self.objective.loss(self.model, part, logits))
+                losses = _routed_losses(self.model, batch, segments, self.router, self.objective)
             torch.stack(losses).sum().backward()
             non_finite = [
                 clip_and_step(
@@ -462,31 +448,53 @@ def _forward_backward(
     mean over its own tokens: the loss it gets when trained alone). Adapters share no
     parameter, so the sum's backward pass gives each adapter its own gradients.
     """
+    input_ids, targets, segments = _next_batches(group)
+    batch = collate(input_ids, targets, pad_id).to(device)
+    total = torch.zeros((), device=device)
+    with mixed_precision(precision, device):
+        losses = _routed_losses(model, batch, segments, router, objective)
+        for learner, loss in zip(group, losses, strict=True):
+            total = total + loss / learner.config.gradient_accumulation
+    total.backward()
+    for learner, loss in zip(group, losses, strict=True):
+        learner.micro_batch_done(loss.detach())
+
+
+def _next_batches(
+    learners: Sequence[Learner],
+) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[str, int]]]:
+    """The learners' next batches concatenated: input ids, labels, and (adapter, rows) of
+    each learner's segment."""
     input_ids: list[np.ndarray] = []
     targets: list[np.ndarray] = []
     segments: list[tuple[str, int]] = []
-    for learner in group:
+    for learner in learners:
         ids, labels = gather(learner.train, learner.next_batch())
         input_ids.extend(ids)
         targets.extend(labels)
         segments.append((learner.name, len(ids)))
-    batch = collate(input_ids, targets, pad_id).to(device)
+    return input_ids, targets, segments
+
+
+def _routed_losses(
+    model: PeftModel,
+    batch: Batch,
+    segments: Sequence[tuple[str, int]],
+    router: AdapterRouter,
+    objective: Objective,
+) -> list[torch.Tensor]:
+    """The forward pass of `batch`, each segment through its own adapter, and each
+    segment's loss on its own rows (the objective as its adapter gets it alone)."""
     router.set_segments(segments)
+    outputs = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
     losses = []
-    total = torch.zeros((), device=device)
-    with mixed_precision(precision, device):
-        outputs = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        start = 0
-        for learner, (_, count) in zip(group, segments, strict=True):
-            rows = slice(start, start + count)
-            start += count
-            part = Batch(*(tensor[rows] for tensor in batch.tensors))
-            loss = objective.loss(model, part, type(outputs)(logits=outputs.logits[rows]))
-            losses.append(loss.detach())
-            total = total + loss / learner.config.gradient_accumulation
-    total.backward()
-    for learner, loss in zip(group, losses, strict=True):
-        learner.micro_batch_done(loss)
+    start = 0
+    for _, count in segments:
+        rows = slice(start, start + count)
+        start += count
+        part = Batch(*(tensor[rows] for tensor in batch.tensors))
+        losses.append(objective.loss(model, part, type(outputs)(logits=outputs.logits[rows])))
+    return losses
 
 
 def length_groups(
