@@ -80,7 +80,7 @@ def build_report(
     tables = [table1(summaries, facts), table2(summaries)]
     claims = claims_table(summaries, boot, facts, hops)
     if claims is not None:
-        tables.append(claims.table)
+        tables.append(claims)
     per_locale = per_locale_table(summaries, facts)
     table_paths = []
     for table in [*tables, per_locale]:

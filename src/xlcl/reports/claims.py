@@ -82,20 +82,12 @@ class Finding:
         return NOT_REPRODUCED if low > EQUIVALENCE or high < -EQUIVALENCE else INCONCLUSIVE
 
 
-@dataclass(frozen=True)
-class Claims:
-    """The Claims table, and per-locale rankings as its notes."""
-
-    table: Table
-    findings: tuple[Finding, ...]
-
-
 def claims_table(
     summaries: Sequence[LabelSummary],
     boot: Bootstrap,
     facts: Mapping[str, LocaleFacts],
     hops: int,
-) -> Claims | None:
+) -> Table | None:
     """The claims that `summaries` can test (finished plain runs with per-utterance counts
     of the paper's methods), or None when they test none. Runs of several models or
     metrics are tested apart, each statistic prefixed with its model and metric."""
@@ -153,8 +145,7 @@ def claims_table(
         "score changes.",
         *notes,
     ]
-    table = Table("claims", "The paper's claims, tested", *frames, tuple(notes))
-    return Claims(table, tuple(findings))
+    return Table("claims", "The paper's claims, tested", *frames, tuple(notes))
 
 
 def _claims_of(
@@ -170,7 +161,7 @@ def _claims_of(
         found = methods.get(name)
         if found is None:
             continue
-        per_locale = _PerLocale(found, boot, hops)
+        per_locale = _PerLocale(found[0], boot, hops)
         scripts, script_notes = _scripts(per_locale, facts)
         own_step = "performance shift of its own step"
         shift, shift_notes = _named_locales(
@@ -256,12 +247,11 @@ def _rank(methods: Mapping[str, list[LabelSummary]], boot: Bootstrap) -> list[Fi
 
 
 class _PerLocale:
-    """Per-locale statistics of a method's sequential runs, on the stored scores and on
+    """Per-locale statistics of a label's sequential runs, on the stored scores and on
     every resample: ``(resamples + 1, locales)``, row 0 the estimate; each locale's mean
     over the runs where it has a value."""
 
-    def __init__(self, labels: Sequence[LabelSummary], boot: Bootstrap, hops: int) -> None:
-        s = labels[0]
+    def __init__(self, s: LabelSummary, boot: Bootstrap, hops: int) -> None:
         self.boot = boot
         self.name = s.base_name
         self.runs = len(s.runs)
