@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -123,21 +123,34 @@ def run(
         list[str] | None,
         typer.Option("--submitit", help="slurm: executor parameter, e.g. slurm_partition=gpu"),
     ] = None,
+    shard_text: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="K/N: run this machine's share K of N (machines without a shared results "
+            "directory; the split balances the runs' work and depends on the sweep file only)",
+        ),
+    ] = None,
 ) -> None:
     """Run every unfinished run of a sweep; finished runs are skipped by run id."""
     from xlcl.catalog import find_config
     from xlcl.config import ConfigError
     from xlcl.sweep import load_sweep, make_backend, run_sweep
     from xlcl.sweep.backends.packing import gpu_memory, refuse_unfit
+    from xlcl.sweep.shard import parse_shard
 
     try:
         sweep = load_sweep(find_config(sweep_file, sweep=True), results, overrides or [])
+        shard = None if shard_text is None else parse_shard(shard_text)
     except (ConfigError, ValueError) as error:
         fail(str(error))
     if calibrate and not dry_run:
         fail("--calibrate prices a dry run: add --dry-run")
-    if dry_run:
-        _dry_run(sweep, json_out, calibrate or [], group_size if group_lora else 1)
+    mine = sweep.runs if shard is None else shard.select(sweep.runs)
+    if dry_run:  # a shard's runs are priced as a sweep of their own
+        _dry_run(
+            replace(sweep, runs=mine), json_out, calibrate or [], group_size if group_lora else 1
+        )
         return
     try:
         chosen = make_backend(
@@ -152,7 +165,7 @@ def run(
             runs_per_gpu=runs_per_gpu,
         )
         if backend == "local" and runs_per_gpu > 1:  # elsewhere the task checks on its node
-            refuse_unfit(sweep.runs, runs_per_gpu, gpu_memory())
+            refuse_unfit(mine, runs_per_gpu, gpu_memory())
     except ValueError as error:
         fail(str(error))
     console = Console(stderr=True)
@@ -162,6 +175,7 @@ def run(
         retries=retries,
         say=console.print,
         group_size=group_size if group_lora else 1,
+        shard=shard,
     )
     _show(entries, sweep.results, json_out)
     if any(entry.status.state.value != "done" for entry in entries):

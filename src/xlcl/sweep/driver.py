@@ -18,6 +18,7 @@ from xlcl.metrics.io import schedule_named
 from xlcl.schedules.grouping import form_groups
 from xlcl.store import MANIFEST, is_complete
 from xlcl.sweep.backends import Backend
+from xlcl.sweep.shard import Shard
 from xlcl.sweep.spec import Sweep
 from xlcl.sweep.state import (
     STALE_SECONDS,
@@ -118,11 +119,13 @@ def run_sweep(
     retries: int = 0,
     say: Callable[[str], None] = lambda text: None,
     group_size: int = 1,
+    shard: Shard | None = None,
 ) -> list[SweepEntry]:
     """Run every unfinished run of `sweep` on `backend`, retrying failures `retries` times.
 
     With `group_size` above 1, LoRA runs that can share their encoder train in groups of
-    up to that many runs, one job each (`xlcl.schedules.grouped.form_groups`).
+    up to that many runs, one job each (`xlcl.schedules.grouped.form_groups`). With
+    `shard`, only that share of the runs (`xlcl.sweep.shard`); ``sweep.json`` lists them all.
     """
     if retries < 0:
         raise ValueError(f"retries must be 0 or more, got {retries}")
@@ -130,8 +133,9 @@ def run_sweep(
         raise ValueError(f"--group-size must be at least 1, got {group_size}")
     sweep.results.mkdir(parents=True, exist_ok=True)
     write_sweep_file(sweep)
+    runs = sweep.runs if shard is None else shard.select(sweep.runs)
     pending: list[RunConfig] = []
-    for config in sweep.runs:
+    for config in runs:
         status = run_status(sweep.results / config.run_id, total_steps(config))
         if status.state is RunState.DONE:
             say(f"{config.run_id} {config.method_spec.label}: done, skipped")
@@ -166,4 +170,5 @@ def run_sweep(
                     say(f"  {outcome.error}")
                     again.append(config)
         pending = again
-    return [entry for entry in sweep_status(sweep.results) if entry.run["run_id"] in sweep.by_id()]
+    mine = {config.run_id for config in runs}
+    return [entry for entry in sweep_status(sweep.results) if entry.run["run_id"] in mine]
