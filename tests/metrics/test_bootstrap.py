@@ -161,6 +161,33 @@ def test_means_and_differences_of_runs_equal_the_brute_force_ones() -> None:
         assert diff[name].estimate == CI_METRICS[name](first[0]) - CI_METRICS[name](second[0])
 
 
+@pytest.mark.parametrize(
+    "make", [span_run, accuracy_run, lambda: accuracy_run(JOINT)], ids=["spans", "acc", "joint"]
+)
+def test_each_locales_final_score_interval_equals_the_brute_force_one(make) -> None:
+    first, second = (
+        make(),
+        span_run(
+            {locale: rows[::-1] for locale, rows in SPAN_CELLS.items()}  # other final cells
+        ),
+    )
+    boot = Bootstrap(resamples=B, seed=5, level=0.8)
+    finals = []
+    for matrix, counts in (first, second):
+        stack = brute_force(boot, matrix, counts)[0]
+        t = matrix.n_locales
+        rows = [matrix.schedule.scoring_step(j + 1, t) for j in range(t)]
+        finals.append({locale: stack[:, rows[j], j] for j, locale in enumerate(matrix.order)})
+    for runs, drawn in (([first], finals[:1]), ([first, second], finals)):
+        intervals = boot.locale_intervals(runs)
+        assert list(intervals) == list(ORDER)
+        for j, locale in enumerate(ORDER):
+            values = [m.scores[m.schedule.scoring_step(j + 1, 3), j] for m, _ in runs]
+            pooled = list(np.mean([found[locale] for found in drawn], axis=0))
+            assert intervals[locale].estimate == pytest.approx(np.mean(values)), locale
+            assert [intervals[locale].low, intervals[locale].high] == quantiles(pooled, 0.8)
+
+
 def test_the_difference_needs_the_same_test_sets() -> None:
     smaller = {locale: [rows[:-1] for rows in steps] for locale, steps in SPAN_CELLS.items()}
     with pytest.raises(ValueError, match="not the same test set of en-US: 4 and 3"):

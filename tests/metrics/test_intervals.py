@@ -102,9 +102,18 @@ def test_json_intervals_per_run_and_per_label(sweep: Path) -> None:
     assert label["ci"]["final_score"]["estimate"] == pytest.approx(
         label["scalars"]["final_score"]["mean"]
     )
+    by_locale = boot.locale_intervals(pairs)
+    for locale, entry in label["locales"].items():
+        final = entry["final_score"]
+        assert final["ci"]["estimate"] == pytest.approx(final["mean"]), locale
+        assert (final["ci"]["low"], final["ci"]["high"]) == (
+            by_locale[locale].low,
+            by_locale[locale].high,
+        )
     old = doc["runs"]["old"]
     assert old["ci"] is None and old["ci_note"].startswith(f"{NO_COUNTS}: ")
     assert doc["aggregate"][old["label"]]["ci"] is None
+    assert "ci" not in doc["aggregate"][old["label"]]["locales"]["en-US"]["final_score"]
     assert f"no interval for run old: {NO_COUNTS}" in result.stderr
 
 

@@ -180,12 +180,16 @@ def _print_aggregate(label: str, agg: dict[str, Any], console: Console, level: s
         console.print(f"{label}: no interval ({agg.get('ci_note')})")
     per_locale = Table(title=f"{label}: per locale (mean over runs; n = cells; hop 1 shown)")
     final = names["final_score"]
-    for column in ("locale", final, "perf shift", "learning gain", "MFT h1", "MBT h1"):
+    shown = [] if level is None else [f"{level} CI"]
+    for column in ("locale", final, *shown, "perf shift", "learning gain", "MFT h1", "MBT h1"):
         per_locale.add_column(column, justify="left" if column == "locale" else "right")
     for locale, entry in agg["locales"].items():
+        interval = [] if level is None else [_interval(entry["final_score"].get("ci"))]
         per_locale.add_row(
             locale,
-            *[_cell(entry[q]["mean"], entry[q]["n"]) for q in ("final_score", "perf_shift")],
+            _cell(entry["final_score"]["mean"], entry["final_score"]["n"]),
+            *interval,
+            _cell(entry["perf_shift"]["mean"], entry["perf_shift"]["n"]),
             _cell(entry["learning_gain"]["mean"], entry["learning_gain"]["n"]),
             *[_cell(_hop(entry[p]["mean"]), _hop(entry[p]["n"])) for p in ("mft", "mbt")],
         )

@@ -57,6 +57,15 @@ class Interval:
     high: float
 
 
+@dataclass(frozen=True)
+class _Resampled:
+    """A run's resamples: each metric of `CI_METRICS`, ``(resamples,)``, and each locale's
+    final cell, ``(resamples, T)``."""
+
+    metrics: dict[str, np.ndarray]
+    finals: np.ndarray
+
+
 class Bootstrap:
     """Resamples of test utterances, drawn once per (locale, test-set size) and shared by
     every run they are applied to."""
@@ -74,7 +83,7 @@ class Bootstrap:
         self.resamples, self.seed, self.level = resamples, seed, level
         self._weights: dict[tuple[str, int], np.ndarray] = {}
         # Per run: its matrix and counts (kept, so that their ids stay theirs), its samples.
-        self._samples: dict[tuple[int, int], tuple[Counted, dict[str, np.ndarray]]] = {}
+        self._samples: dict[tuple[int, int], tuple[Counted, _Resampled]] = {}
 
     def generator(self, locale: str, n_utterances: int) -> np.random.Generator:
         """The generator of `locale`'s draws (a fresh one at each call)."""
@@ -123,12 +132,14 @@ class Bootstrap:
     def samples(self, matrix: ScoreMatrix, counts: CellCounts) -> dict[str, np.ndarray]:
         """Each metric of `CI_METRICS` on every resample, ``(resamples,)`` (computed once
         per run)."""
+        return self._resampled(matrix, counts).metrics
+
+    def _resampled(self, matrix: ScoreMatrix, counts: CellCounts) -> _Resampled:
         key = (id(matrix), id(counts))
         if key not in self._samples:
-            self._samples[key] = (
-                (matrix, counts),
-                stacked_metrics(self.scores(matrix, counts), matrix),
-            )
+            stack = self.scores(matrix, counts)
+            resampled = _Resampled(stacked_metrics(stack, matrix), _final_cells(stack, matrix))
+            self._samples[key] = ((matrix, counts), resampled)
         return self._samples[key][1]
 
     def interval(self, estimate: float, samples: np.ndarray) -> Interval:
@@ -147,6 +158,25 @@ class Bootstrap:
         every run resampled with the same draws."""
         estimates, samples = self._means(runs)
         return {name: self.interval(estimates[name], samples[name]) for name in CI_METRICS}
+
+    def locale_intervals(self, runs: Sequence[Counted]) -> dict[str, Interval]:
+        """Each locale's final score (the cell `final_score` averages), its mean over the
+        runs that score it, with its interval: how precise one locale's number is."""
+        found: dict[str, list[tuple[float, np.ndarray]]] = {}
+        for matrix, counts in runs:
+            finals = self._resampled(matrix, counts).finals
+            t = matrix.n_locales
+            for j, locale in enumerate(matrix.order):
+                value = matrix.scores[matrix.schedule.scoring_step(j + 1, t), j]
+                if not np.isnan(value):
+                    found.setdefault(locale, []).append((float(value), finals[:, j]))
+        return {
+            locale: self.interval(
+                float(np.mean([value for value, _ in pairs])),
+                np.mean([samples for _, samples in pairs], axis=0),
+            )
+            for locale, pairs in found.items()
+        }
 
     def difference_intervals(
         self, first: Sequence[Counted], second: Sequence[Counted]
@@ -232,10 +262,15 @@ def _transfer(matrix: ScoreMatrix) -> bool:
     return matrix.schedule.order_dependent and matrix.n_locales >= 2
 
 
-def _final_score(stack: np.ndarray, matrix: ScoreMatrix) -> np.ndarray:
+def _final_cells(stack: np.ndarray, matrix: ScoreMatrix) -> np.ndarray:
+    """``(resamples, T)``: each locale's final cell (the schedule's scoring step)."""
     t = matrix.n_locales
     rows = [matrix.schedule.scoring_step(j, t) for j in range(1, t + 1)]
-    return _nanmean(stack[:, rows, np.arange(t)])
+    return np.asarray(stack[:, rows, np.arange(t)])
+
+
+def _final_score(stack: np.ndarray, matrix: ScoreMatrix) -> np.ndarray:
+    return _nanmean(_final_cells(stack, matrix))
 
 
 def _cbt(stack: np.ndarray, matrix: ScoreMatrix) -> np.ndarray:
@@ -269,7 +304,9 @@ def _forgetting(stack: np.ndarray, matrix: ScoreMatrix) -> np.ndarray:
 
 def intervals_table(intervals: Mapping[str, Interval]) -> dict[str, dict[str, float]]:
     """``{metric: {"estimate", "low", "high"}}``: intervals as plain values (JSON)."""
-    return {
-        name: {"estimate": i.estimate, "low": i.low, "high": i.high}
-        for name, i in intervals.items()
-    }
+    return {name: interval_values(interval) for name, interval in intervals.items()}
+
+
+def interval_values(interval: Interval) -> dict[str, float]:
+    """``{"estimate", "low", "high"}``: an interval as plain values (JSON)."""
+    return {"estimate": interval.estimate, "low": interval.low, "high": interval.high}

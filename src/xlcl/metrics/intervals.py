@@ -23,7 +23,13 @@ from xlcl.cell_counts import (
     agrees,
     read_cell_counts,
 )
-from xlcl.metrics.bootstrap import Bootstrap, Counted, Interval, intervals_table
+from xlcl.metrics.bootstrap import (
+    Bootstrap,
+    Counted,
+    Interval,
+    interval_values,
+    intervals_table,
+)
 from xlcl.metrics.io import MANIFEST, SCORES, Run
 from xlcl.metrics.matrix import MetricsInputError, ScoreMatrix
 
@@ -122,7 +128,8 @@ def with_intervals(
 
     Adds ``ci`` (the settings), each run's ``ci`` (``{metric: {estimate, low, high}}``, or
     None with a ``ci_note``) and each label's ``ci``: the interval of the mean over its
-    runs, every run resampled with the same draws (None where a run has no counts).
+    runs, every run resampled with the same draws (None where a run has no counts); and,
+    where every run of a label has counts, each of its locales' final score's ``ci``.
     """
     counted: dict[str, CellCounts] = {}
     notes: dict[str, str] = {}
@@ -144,6 +151,9 @@ def with_intervals(
         note = f"{NO_COUNTS} in run(s) {', '.join(lacking)}" if lacking else None
         pairs = [] if lacking else [_pair(runs, run_id, counted) for run_id in members]
         aggregate[label] = {**entry, **_entry(boot, pairs, note)}
+        present = [pair for pair in pairs if pair is not None]
+        if present:
+            aggregate[label]["locales"] = _locale_intervals(entry["locales"], boot, present)
     document["aggregate"] = aggregate
     return document, [f"no interval for run {rid}: {why}" for rid, why in notes.items()]
 
@@ -189,6 +199,24 @@ def _pair(runs: Sequence[Run], run_id: str, counted: Mapping[str, CellCounts]) -
         return None
     matrix = next(run.matrix for run in runs if run.run_id == run_id)
     return matrix, counted[run_id]
+
+
+def _locale_intervals(
+    locales: Mapping[str, Any], boot: Bootstrap, runs: Sequence[Counted]
+) -> dict[str, Any]:
+    """The per-locale table with each locale's final score's interval (``ci``; None where
+    no run has its final cell)."""
+    intervals = boot.locale_intervals(runs)
+    return {
+        locale: {
+            **entry,
+            "final_score": {
+                **entry["final_score"],
+                "ci": interval_values(intervals[locale]) if locale in intervals else None,
+            },
+        }
+        for locale, entry in locales.items()
+    }
 
 
 def _entry(boot: Bootstrap, pairs: Sequence[Counted | None], note: str | None) -> dict[str, Any]:
