@@ -90,6 +90,23 @@ def test_status_shows_states_progress_and_errors(results):
     assert states == [("done", 2, 2), ("failed", None, 2), ("queued", None, 2)]
 
 
+def test_status_adds_up_the_time_of_the_attempts(results):
+    failed = results.results / results.runs[1].run_id / "sweep-state.json"
+    state = json.loads(failed.read_text())
+    state["attempts"][0].update(
+        started_at="2026-12-02T10:00:00+00:00", ended_at="2026-12-02T10:45:00+00:00"
+    )
+    failed.write_text(json.dumps(state))
+    table = invoke("sweep", "status", str(results.results))
+    # The done run's attempt took under a second: 0:45 in all, all of it failed.
+    assert "time: 0:45 run-hours in 2 attempt(s), 0:45 of it in attempts interrupted or failed" in (
+        " ".join(table.stdout.split())
+    )
+    document = json.loads(invoke("sweep", "status", str(results.results), "--json").stdout)
+    times = [(run["seconds"], run["seconds_cut"]) for run in document["runs"]]
+    assert times[1:] == [(2700, 2700), (0, 0)] and times[0][0] < 5 and times[0][1] == 0
+
+
 def test_status_of_a_missing_directory_fails(tmp_path):
     assert invoke("sweep", "status", str(tmp_path / "nope")).exit_code == 2
 

@@ -88,6 +88,29 @@ def test_attempts_are_recorded_and_an_unclosed_one_is_closed_by_the_next(tmp_pat
     assert [a["attempt"] for a in state["attempts"]] == [1, 2, 3]
 
 
+def _attempt(outcome, started, ended):
+    return {"outcome": outcome, "started_at": started, "ended_at": ended}
+
+
+def test_a_runs_time_is_its_attempts_and_the_cut_ones_are_told_apart(tmp_path):
+    day = "2026-12-02T"
+    attempts = [
+        _attempt("interrupted", f"{day}10:14:44+00:00", f"{day}10:33:21+00:00"),  # 1,117 s
+        _attempt("failed", None, f"{day}10:40:00+00:00"),  # died before it began: 0 s
+        _attempt("failed", f"{day}10:50:00+00:00", f"{day}10:50:30+00:00"),  # 30 s
+        _attempt("done", f"{day}11:30:19+00:00", f"{day}12:05:56+00:00"),  # 2,137 s
+    ]
+    state = {"run_id": tmp_path.name, "state": "done", "attempts": attempts}
+    (tmp_path / "sweep-state.json").write_text(json.dumps(state))
+    status = run_status(tmp_path, 3)
+    assert (status.seconds, status.seconds_cut) == (1117 + 30 + 2137, 1117 + 30)
+    # A running attempt counts up to now.
+    begin_attempt(tmp_path, "local", None)
+    running = run_status(tmp_path, 3)
+    assert 1117 + 30 + 2137 <= running.seconds <= 1117 + 30 + 2137 + 60
+    assert running.seconds_cut == 1117 + 30
+
+
 def test_one_process_at_a_time_holds_a_run(tmp_path):
     with run_lock(tmp_path), pytest.raises(AlreadyRunning), run_lock(tmp_path):
         pass

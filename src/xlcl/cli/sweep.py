@@ -330,6 +330,12 @@ def _count(value: float) -> str:
     return f"{value / 1e3:,.2f}k" if value >= 1e3 else f"{value:,.0f}"
 
 
+def _clock(seconds: float) -> str:
+    """``h:mm``."""
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
 def _show(entries: list[Any], results: Path, json_out: bool) -> None:
     if json_out:
         runs = [
@@ -342,14 +348,16 @@ def _show(entries: list[Any], results: Path, json_out: bool) -> None:
                 "where": entry.status.where,
                 "heartbeat_age": entry.status.heartbeat_age,
                 "error": entry.status.error,
+                "seconds": entry.status.seconds,
+                "seconds_cut": entry.status.seconds_cut,
             }
             for entry in entries
         ]
         typer.echo(json.dumps({"results": str(results), "runs": runs}, ensure_ascii=False))
         return
     table = Table(title=f"sweep {results}")
-    for column in ("run", "method", "model", "order", "state", "steps", "tries", "where"):
-        table.add_column(column, no_wrap=column in ("run", "state", "steps"))
+    for column in ("run", "method", "model", "order", "state", "steps", "tries", "time", "where"):
+        table.add_column(column, no_wrap=column in ("run", "state", "steps", "time"))
     counts: dict[str, int] = {}
     for entry in entries:
         state = entry.status.state.value
@@ -364,10 +372,19 @@ def _show(entries: list[Any], results: Path, json_out: bool) -> None:
             _styled(state),
             f"{'-' if done is None else done}/{'?' if total is None else total}",
             str(entry.status.attempts),
+            _clock(entry.status.seconds) if entry.status.attempts else "",
             entry.status.where if state in ("running", "interrupted") else "",
         )
     console = Console()
     console.print(table)
+    spent = sum(entry.status.seconds for entry in entries)
+    cut = sum(entry.status.seconds_cut for entry in entries)
+    tries = sum(entry.status.attempts for entry in entries)
+    console.print(
+        f"time: {_clock(spent)} run-hours in {tries} attempt(s), {_clock(cut)} of it in "
+        "attempts interrupted or failed",
+        highlight=False,
+    )
     for entry in entries:
         if entry.status.error:
             console.print(f"[red]{entry.run['run_id']}[/] {entry.status.error}", highlight=False)

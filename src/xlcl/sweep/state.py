@@ -195,6 +195,9 @@ class RunStatus:
     error: str | None
     where: str | None  # host:pid of the last attempt
     heartbeat_age: float | None  # seconds since the last heartbeat
+    # Wall time of its attempts (a running one's up to now), and of those cut off or failed.
+    seconds: float = 0.0
+    seconds_cut: float = 0.0
 
 
 def run_status(
@@ -223,6 +226,8 @@ def run_status(
             error = _why_interrupted(beat, age)
     else:
         resolved = recorded
+    seconds = [_attempt_seconds(attempt) for attempt in state["attempts"]]
+    cut = (RunState.INTERRUPTED.value, RunState.FAILED.value)
     return RunStatus(
         run_id=run_dir.name,
         state=resolved,
@@ -232,7 +237,23 @@ def run_status(
         error=error if resolved in (RunState.FAILED, RunState.INTERRUPTED) else None,
         where=where,
         heartbeat_age=age,
+        seconds=sum(seconds),
+        seconds_cut=sum(
+            took
+            for took, attempt in zip(seconds, state["attempts"], strict=True)
+            if attempt.get("outcome") in cut
+        ),
     )
+
+
+def _attempt_seconds(attempt: dict[str, Any]) -> float:
+    """How long an attempt took: start to end, a running one's start to now; 0 where its
+    start was never recorded (the process died before it could)."""
+    if not attempt.get("started_at"):
+        return 0.0
+    started = datetime.fromisoformat(attempt["started_at"])
+    ended = datetime.fromisoformat(attempt["ended_at"]) if attempt.get("ended_at") else now()
+    return max((ended - started).total_seconds(), 0.0)
 
 
 # How a run with no sweep state (`xlcl run` outside a sweep) ended, from its manifest. A
