@@ -153,7 +153,7 @@ def test_means_and_differences_of_runs_equal_the_brute_force_ones() -> None:
     a, b = brute_force(boot, *first)[1], brute_force(boot, *second)[1]
     mean = boot.mean_intervals([first, second])
     diff = boot.difference_intervals([first], [second])
-    for name in ("final_score", "cbt", "cft", "forgetting"):
+    for name in ("final_score", "cbt", "cft"):
         pooled = list(np.mean([a[name], b[name]], axis=0))
         assert [mean[name].low, mean[name].high] == quantiles(pooled, 0.8), name
         paired = list(np.array(a[name]) - np.array(b[name]))

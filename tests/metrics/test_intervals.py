@@ -92,7 +92,7 @@ def test_json_intervals_per_run_and_per_label(sweep: Path) -> None:
         expected = boot.run_intervals(run.matrix, counts)
         entry = doc["runs"][run_id]
         assert entry["ci_note"] is None
-        for name in ("final_score", "cbt", "cft", "forgetting"):
+        for name in ("final_score", "cbt", "cft"):
             got = entry["ci"][name]
             assert got["estimate"] == pytest.approx(entry[name])
             assert (got["low"], got["high"]) == (expected[name].low, expected[name].high)

@@ -33,7 +33,7 @@ from xlcl.metrics.groups import Grouping, known_locales
 from xlcl.metrics.intervals import difference, settings, with_intervals
 from xlcl.metrics.summary import json_safe
 
-CI_SHOWN = ("final_score", "cbt", "cft")  # the intervals the tables show (JSON: forgetting too)
+CI_SHOWN = ("final_score", "cbt", "cft")  # the intervals the tables show
 
 
 def metrics(
@@ -53,7 +53,7 @@ def metrics(
     ] = None,
     ci: Annotated[
         bool,
-        typer.Option("--ci", help="Bootstrap intervals of final score, CBT, CFT, forgetting."),
+        typer.Option("--ci", help="Bootstrap intervals of final score, CBT and CFT."),
     ] = False,
     resamples: Annotated[
         int, typer.Option("--resamples", min=1, help="Bootstrap resamples.")

@@ -31,17 +31,20 @@ import numpy as np
 
 from xlcl.cell_counts import SPANS, CellCounts, scores_from_sums
 from xlcl.metrics.matrix import ScoreMatrix
-from xlcl.metrics.per_run import cbt, cft, final_score, forgetting
+from xlcl.metrics.per_run import cbt, cft, final_score
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.95
 DEFAULT_SEED = 0
-# The metrics with intervals, and their value on one score matrix.
+# The metrics with intervals, and their value on one score matrix. Not forgetting: its max
+# over steps is a max of noisy cells, which resampling biases upwards, and the bootstrap of
+# a max is not consistent. On the replication study's VANILLA run of order 1 (52 locales,
+# 100 test utterances each) the resampled forgetting averaged 0.099 against 0.082 on the
+# stored scores, and the percentile interval, [0.088, 0.110], missed its own estimate.
 CI_METRICS: dict[str, Callable[[ScoreMatrix], float]] = {
     "final_score": final_score,
     "cbt": cbt,
     "cft": cft,
-    "forgetting": forgetting,
 }
 
 CACHE_BYTES = 256 * 2**20  # resample weights kept across runs (52 locales × 300: 62 MB)
@@ -245,7 +248,6 @@ def stacked_metrics(stack: np.ndarray, matrix: ScoreMatrix) -> dict[str, np.ndar
         "final_score": _final_score(stack, matrix),
         "cbt": _cbt(stack, matrix),
         "cft": _cft(stack, matrix),
-        "forgetting": _forgetting(stack, matrix),
     }
 
 
@@ -287,19 +289,6 @@ def _cft(stack: np.ndarray, matrix: ScoreMatrix) -> np.ndarray:
         return np.full(stack.shape[0], np.nan)
     ahead = np.stack([_nanmean(stack[:, i, i:]) for i in range(1, t)], axis=1)
     return _nanmean(ahead)
-
-
-def _forgetting(stack: np.ndarray, matrix: ScoreMatrix) -> np.ndarray:
-    t = matrix.n_locales
-    out = np.full((stack.shape[0], max(t - 1, 1)), np.nan)
-    if not _transfer(matrix):
-        return out[:, 0]
-    for j in range(t - 1):
-        since = stack[:, j + 1 : t, j]
-        kept = ~np.isnan(since[0])
-        if kept.any():
-            out[:, j] = since[:, kept].max(axis=1) - stack[:, t, j]
-    return _nanmean(out)
 
 
 def intervals_table(intervals: Mapping[str, Interval]) -> dict[str, dict[str, float]]:

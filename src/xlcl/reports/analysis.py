@@ -29,7 +29,7 @@ from xlcl.reports.collect import ReportRun
 @dataclass(frozen=True)
 class LabelIntervals:
     """Bootstrap intervals of a label's means over its runs (`Bootstrap.mean_intervals`:
-    final score, CBT, CFT, forgetting), or why it has none (a run without counts)."""
+    final score, CBT, CFT), or why it has none (a run without counts)."""
 
     level: float
     resamples: int
