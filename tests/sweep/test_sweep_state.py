@@ -93,7 +93,7 @@ def _attempt(outcome, started, ended):
 
 
 def test_a_runs_time_is_its_attempts_and_the_cut_ones_are_told_apart(tmp_path):
-    day = "2026-12-02T"
+    day = "2026-11-30T"
     attempts = [
         _attempt("interrupted", f"{day}10:14:44+00:00", f"{day}10:33:21+00:00"),  # 1,117 s
         _attempt("failed", None, f"{day}10:40:00+00:00"),  # died before it began: 0 s
@@ -106,9 +106,20 @@ def test_a_runs_time_is_its_attempts_and_the_cut_ones_are_told_apart(tmp_path):
     assert (status.seconds, status.seconds_cut) == (1117 + 30 + 2137, 1117 + 30)
     # A running attempt counts up to now.
     begin_attempt(tmp_path, "local", None)
-    running = run_status(tmp_path, 3)
+    with Heartbeat(tmp_path, interval=0.05):
+        running = run_status(tmp_path, 3)
+    assert running.state is RunState.RUNNING
     assert 1117 + 30 + 2137 <= running.seconds <= 1117 + 30 + 2137 + 60
     assert running.seconds_cut == 1117 + 30
+    # One killed without a word ran until its last heartbeat, and was cut off.
+    state = json.loads((tmp_path / "sweep-state.json").read_text())
+    state["attempts"][-1]["started_at"] = f"{day}13:00:00+00:00"
+    (tmp_path / "sweep-state.json").write_text(json.dumps(state))
+    beat = {"host": "elsewhere", "pid": 1, "at": f"{day}13:10:00+00:00"}
+    (tmp_path / HEARTBEAT).write_text(json.dumps(beat))
+    killed = run_status(tmp_path, 3)
+    assert killed.state is RunState.INTERRUPTED
+    assert (killed.seconds, killed.seconds_cut) == (1117 + 30 + 2137 + 600, 1117 + 30 + 600)
 
 
 def test_one_process_at_a_time_holds_a_run(tmp_path):

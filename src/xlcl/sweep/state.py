@@ -226,7 +226,11 @@ def run_status(
             error = _why_interrupted(beat, age)
     else:
         resolved = recorded
-    seconds = [_attempt_seconds(attempt) for attempt in state["attempts"]]
+    # An attempt left open runs until now if the run is running, else it was killed: it
+    # ran until its last heartbeat, and counts as cut off.
+    alive = resolved is RunState.RUNNING
+    open_until = now() if alive else (datetime.fromisoformat(beat["at"]) if beat else None)
+    seconds = [_attempt_seconds(attempt, open_until) for attempt in state["attempts"]]
     cut = (RunState.INTERRUPTED.value, RunState.FAILED.value)
     return RunStatus(
         run_id=run_dir.name,
@@ -241,19 +245,21 @@ def run_status(
         seconds_cut=sum(
             took
             for took, attempt in zip(seconds, state["attempts"], strict=True)
-            if attempt.get("outcome") in cut
+            if attempt.get("outcome") in cut or (not alive and not attempt.get("ended_at"))
         ),
     )
 
 
-def _attempt_seconds(attempt: dict[str, Any]) -> float:
-    """How long an attempt took: start to end, a running one's start to now; 0 where its
-    start was never recorded (the process died before it could)."""
-    if not attempt.get("started_at"):
+def _attempt_seconds(attempt: dict[str, Any], open_until: datetime | None) -> float:
+    """How long an attempt took: start to end, an open one's start to `open_until`; 0 where
+    its start was never recorded (the process died before it could) or nothing tells."""
+    ended = attempt.get("ended_at")
+    if not attempt.get("started_at") or (not ended and open_until is None):
         return 0.0
     started = datetime.fromisoformat(attempt["started_at"])
-    ended = datetime.fromisoformat(attempt["ended_at"]) if attempt.get("ended_at") else now()
-    return max((ended - started).total_seconds(), 0.0)
+    until = datetime.fromisoformat(ended) if ended else open_until
+    assert until is not None
+    return max((until - started).total_seconds(), 0.0)
 
 
 # How a run with no sweep state (`xlcl run` outside a sweep) ended, from its manifest. A
