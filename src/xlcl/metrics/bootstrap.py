@@ -31,7 +31,7 @@ import numpy as np
 
 from xlcl.cell_counts import SPANS, CellCounts, scores_from_sums
 from xlcl.metrics.matrix import ScoreMatrix
-from xlcl.metrics.per_run import cbt, cft, final_score
+from xlcl.metrics.per_run import cbt, cft, final_locale_score, final_score
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.95
@@ -168,11 +168,9 @@ class Bootstrap:
         found: dict[str, list[tuple[float, np.ndarray]]] = {}
         for matrix, counts in runs:
             finals = self._resampled(matrix, counts).finals
-            t = matrix.n_locales
-            for j, locale in enumerate(matrix.order):
-                value = matrix.scores[matrix.schedule.scoring_step(j + 1, t), j]
+            for j, value in enumerate(final_locale_score(matrix)):
                 if not np.isnan(value):
-                    found.setdefault(locale, []).append((float(value), finals[:, j]))
+                    found.setdefault(matrix.order[j], []).append((float(value), finals[:, j]))
         return {
             locale: self.interval(
                 float(np.mean([value for value, _ in pairs])),
