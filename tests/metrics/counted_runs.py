@@ -23,9 +23,11 @@ def write_counted_run(
     gold_spans: Mapping[str, Sequence[int]] = GOLD,
     rank: int | None = None,
     model: str = "tiny",
+    order_number: int | None = None,
 ) -> Path:
     """A finished sequential slot-filling run whose table is its counts' sums; each
-    utterance's gold spans from `gold_spans`, its errors drawn from `seed`."""
+    utterance's gold spans from `gold_spans`, its errors drawn from `seed`; its config
+    names `order_number` as its order (the paper's orders are numbered)."""
     rng = np.random.default_rng(seed)
     cells, rows = [], []
     for step in range(len(order) + 1):
@@ -56,7 +58,7 @@ def write_counted_run(
     manifest = {
         "run_id": run_id,
         "status": "done",
-        "config": {"method": method, "rank": rank, "model": model},
+        "config": {"method": method, "rank": rank, "model": model, "order": order_number},
         "order": list(order),
         "schedule": "sequential",
         "task": "massive-slots",

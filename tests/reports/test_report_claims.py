@@ -12,7 +12,7 @@ import pytest
 from metrics.counted_runs import write_counted_run
 from metrics.test_bootstrap import brute_force
 from xlcl.data import LOCALES
-from xlcl.metrics import ScoreMatrix, cbt, mbt, mft, read_run_dir
+from xlcl.metrics import ScoreMatrix, cbt, final_score, mbt, mft, read_run_dir
 from xlcl.metrics.bootstrap import Bootstrap, Interval
 from xlcl.metrics.intervals import run_counts
 from xlcl.reports import build_report
@@ -39,6 +39,7 @@ GOLD = {
     "ja-JP": [2, 2, 1, 1],
 }
 ORDERS = [("en-US", "nb-NO", "zh-CN", "ja-JP"), ("zh-CN", "ja-JP", "en-US", "nb-NO")]
+ORDER_NUMBERS = (2, 10)  # as the runs' configs name ORDERS: numbers, sorted as numbers
 
 # Three locales A, B, C trained in that order: hand-computed statistics below.
 HAND = np.array(
@@ -99,10 +100,17 @@ def test_verdicts_follow_the_fixed_rules(rule: str, low: float, high: float, ver
 @pytest.fixture
 def sweep(tmp_path: Path) -> Path:
     root = tmp_path / "runs"
-    for i, order in enumerate(ORDERS):
-        write_counted_run(root, f"van{i}", order, seed=i, gold_spans=GOLD)
+    for i, (order, number) in enumerate(zip(ORDERS, ORDER_NUMBERS, strict=True)):
+        write_counted_run(root, f"van{i}", order, seed=i, gold_spans=GOLD, order_number=number)
         write_counted_run(
-            root, f"lora{i}", order, seed=10 + i, method="shared-lora", gold_spans=GOLD, rank=8
+            root,
+            f"lora{i}",
+            order,
+            seed=10 + i,
+            method="shared-lora",
+            gold_spans=GOLD,
+            rank=8,
+            order_number=number,
         )
     return root
 
@@ -224,3 +232,44 @@ def test_runs_of_two_models_are_tested_apart(sweep: Path, tmp_path: Path) -> Non
     assert (other.iloc[0]["ci_low"], other.iloc[0]["ci_high"]) == pytest.approx(
         (alone.low, alone.high)
     )
+
+
+def test_each_order_alone_is_shown_beside_the_pooled_statistic(sweep: Path, tmp_path: Path) -> None:
+    # A method that does not depend on the order, run once, stands against each order.
+    write_counted_run(
+        sweep, "alone", ORDERS[0], seed=7, method="nonshared-lora", gold_spans=GOLD, rank=8
+    )
+    build_report([sweep], tmp_path / "report", resamples=RESAMPLES)
+    table = pd.read_csv(tmp_path / "report" / "tables" / "claims.csv").set_index("statistic")
+    columns = [f"order {number}" for number in ORDER_NUMBERS]
+    matrices = {
+        run_id: read_run_dir(sweep / run_id).matrix
+        for run_id in ("van0", "van1", "lora0", "lora1", "alone")
+    }
+
+    def row(statistic: str) -> list[float]:
+        return list(table.loc[statistic, columns])
+
+    vanilla_cbt = [cbt(matrices["van0"]), cbt(matrices["van1"])]
+    assert row("CBT of VANILLA") == pytest.approx(vanilla_cbt)
+    assert row("CBT, SHARED LoRA 8 − VANILLA") == pytest.approx(
+        [cbt(matrices["lora0"]) - vanilla_cbt[0], cbt(matrices["lora1"]) - vanilla_cbt[1]]
+    )
+    assert row("final F1, NON-SHARED LoRA 8 − VANILLA") == pytest.approx(
+        [final_score(matrices["alone"]) - final_score(matrices[v]) for v in ("van0", "van1")]
+    )
+
+    def scripts(matrix: ScoreMatrix) -> float:
+        terms = dict(zip(matrix.order, forgetting_terms(matrix.scores[None])[0], strict=True))
+        kept = {x: v for x, v in terms.items() if not np.isnan(v)}
+        latin = [v for x, v in kept.items() if LOCALES[x].latin]
+        other = [v for x, v in kept.items() if not LOCALES[x].latin]
+        return float(np.mean(other) - np.mean(latin))
+
+    statistic = "VANILLA: R[T,j] − R[j,j], non-Latin − Latin receivers"
+    expected = [scripts(matrices["van0"]), scripts(matrices["van1"])]
+    assert row(statistic) == pytest.approx(expected)
+    # The table shows them in the orders' numeric order (10 after 2), as score changes.
+    shown = " · ".join(f"{n}: {v:+.3f}" for n, v in zip(ORDER_NUMBERS, expected, strict=True))
+    markdown = (tmp_path / "report" / "tables" / "claims.md").read_text()
+    assert f"| {shown} |" in markdown

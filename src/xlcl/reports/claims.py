@@ -23,8 +23,8 @@ by rules fixed before the replication study's sweep ran (docs/replication.md):
 Per-locale statistics (claims 3-5) are the project's cell-level metrics
 (``docs/metrics.md``): the CBT term R[T, j] − R[j, j] of a receiver, the performance shift
 of a locale's own step (hop 0), and the receiver's MBT averaged over hops 1..H. The
-interval covers the sampling of the test utterances, not the choice of order: with few
-orders, the orders' spread (Tables 1 and 2) is the other half of the uncertainty.
+interval covers the sampling of the test utterances, not the choice of order: that half of
+the uncertainty is the statistic on each order's runs alone, shown beside it ("Per order").
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from xlcl.methods import PAPER_NAMES
-from xlcl.metrics.bootstrap import Bootstrap, Counted, Interval
+from xlcl.metrics.bootstrap import CI_METRICS, Bootstrap, Counted, Interval
 from xlcl.metrics.groups import LocaleFacts
+from xlcl.metrics.matrix import ScoreMatrix
 from xlcl.reports.analysis import LabelSummary
 from xlcl.reports.tables import Table, table_frames
 
@@ -67,6 +68,9 @@ class Finding:
     rule: str  # ABOVE, BELOW or WITHIN
     runs: int
     scale: float = 100.0  # shown in F1 points (100) or as a score change (1)
+    # The statistic on each order's runs alone, by order (see `_by_order`); the spread
+    # over orders, which the interval does not cover.
+    per_order: tuple[tuple[str, float], ...] = ()
 
     @property
     def verdict(self) -> str:
@@ -115,6 +119,7 @@ def claims_table(
             "xlcl": _value(f.interval.estimate, f.scale),
             "95% CI": f"[{_value(f.interval.low, f.scale)}, {_value(f.interval.high, f.scale)}]",
             "Runs": str(f.runs),
+            "Per order": _per_order(f),
             "Verdict": f.verdict,
         }
         for f in findings
@@ -128,6 +133,7 @@ def claims_table(
             "ci_high": f.interval.high,
             "runs": f.runs,
             "verdict": f.verdict,
+            **{f"order {order}": value for order, value in f.per_order},
         }
         for f in findings
     ]
@@ -137,6 +143,9 @@ def claims_table(
         f"{level} CI: percentile bootstrap, {boot.resamples} resamples of each locale's test "
         "utterances, the same draws for every run (differences are paired); it covers the "
         "test sets' sampling, not the choice of order. Means are over each method's runs.",
+        "Per order: the statistic on each order's runs alone (a method that does not depend "
+        "on the order, run once, against each order of the other); its spread is the share "
+        "of the uncertainty that the choice of order adds, which the CI leaves out.",
         "Paper: what the paper finds, and the sign (or band) it gives the statistic. Verdict: "
         "reproduced when the CI lies on that side of 0 (or within the band), not reproduced "
         f"when on the other side (wholly outside the band of ±{EQUIVALENCE * 100:g} F1 "
@@ -208,6 +217,7 @@ def _ranking(methods: Mapping[str, list[LabelSummary]], boot: Bootstrap) -> list
                 interval,
                 ABOVE if relation == ">" else WITHIN,
                 len(a.runs) + len(b.runs),
+                per_order=_order_differences(a, b, "final_score"),
             )
         )
     return findings
@@ -222,14 +232,21 @@ def _forgetting(methods: Mapping[str, list[LabelSummary]], boot: Bootstrap) -> l
         v = vanilla[0]
         cbt = boot.mean_intervals(_counted(v))["cbt"]
         paper = f"{paper_vanilla:+.2f}: < 0"
-        findings.append(Finding(2, "CBT of VANILLA", paper, cbt, BELOW, len(v.runs), 1.0))
+        per_order = tuple(
+            (order, _mean_of(CI_METRICS["cbt"], matrices))
+            for order, matrices in _by_order(v).items()
+        )
+        findings.append(
+            Finding(2, "CBT of VANILLA", paper, cbt, BELOW, len(v.runs), 1.0, per_order)
+        )
     if vanilla and shared:
         v, s = vanilla[0], shared[0]
         difference = boot.difference_intervals(_counted(s), _counted(v))["cbt"]
         statistic = f"CBT, {s.base_name} − VANILLA"
         paper = f"{paper_shared - paper_vanilla:+.2f} (r32 {paper_shared:+.2f}): < 0"
         runs = len(v.runs) + len(s.runs)
-        findings.append(Finding(2, statistic, paper, difference, BELOW, runs, 1.0))
+        per_order = _order_differences(s, v, "cbt")
+        findings.append(Finding(2, statistic, paper, difference, BELOW, runs, 1.0, per_order))
     return findings
 
 
@@ -243,13 +260,61 @@ def _rank(methods: Mapping[str, list[LabelSummary]], boot: Bootstrap) -> list[Fi
     statistic = f"final F1, {high.base_name} − {low.base_name}"
     runs = len(high.runs) + len(low.runs)
     paper = f"r64 +1.02, r256 −0.08 vs r32: {_BAND}"
-    return [Finding(6, statistic, paper, interval, WITHIN, runs)]
+    per_order = _order_differences(high, low, "final_score")
+    return [Finding(6, statistic, paper, interval, WITHIN, runs, per_order=per_order)]
+
+
+def _by_order(s: LabelSummary) -> dict[str, list[ScoreMatrix]]:
+    """The stored matrices of a label's runs by order: the order number in the run's
+    config, else its place among the label's runs ("run 2"); numbered orders first."""
+    found: dict[str, list[ScoreMatrix]] = {}
+    for place, run in enumerate(s.runs, start=1):
+        order = ((run.manifest or {}).get("config") or {}).get("order")
+        numbered = isinstance(order, int) and not isinstance(order, bool)
+        found.setdefault(str(order) if numbered else f"run {place}", []).append(run.matrix)
+    return dict(sorted(found.items(), key=lambda item: _order_key(item[0])))
+
+
+def _order_key(order: str) -> tuple[int, int, str]:
+    return (0, int(order), "") if order.isdigit() else (1, 0, order)
+
+
+def _mean_of(metric: Callable[[ScoreMatrix], float], matrices: Sequence[ScoreMatrix]) -> float:
+    return float(np.mean([metric(matrix) for matrix in matrices]))
+
+
+def _order_differences(
+    a: LabelSummary, b: LabelSummary, metric: str
+) -> tuple[tuple[str, float], ...]:
+    """`metric` of `a` minus that of `b`, order by order (each order's runs averaged). A
+    label of one run, a method that does not depend on the order, stands against each order
+    of the other; two labels of several runs are compared on the orders both have."""
+    first, second = _by_order(a), _by_order(b)
+    if len(a.runs) == 1:
+        first = dict.fromkeys(second, next(iter(first.values())))
+    elif len(b.runs) == 1:
+        second = dict.fromkeys(first, next(iter(second.values())))
+    function = CI_METRICS[metric]
+    return tuple(
+        (order, _mean_of(function, first[order]) - _mean_of(function, second[order]))
+        for order in first
+        if order in second
+    )
+
+
+@dataclass(frozen=True)
+class _LocaleValues:
+    """A per-locale statistic of a label: ``pooled`` over its runs on the stored scores and
+    on every resample, ``(resamples + 1, locales)`` with row 0 the estimate; ``by_order``
+    on each order's runs alone (`_by_order`), ``(1, locales)``."""
+
+    pooled: np.ndarray
+    by_order: dict[str, np.ndarray]
 
 
 class _PerLocale:
-    """Per-locale statistics of a label's sequential runs, on the stored scores and on
-    every resample: ``(resamples + 1, locales)``, row 0 the estimate; each locale's mean
-    over the runs where it has a value."""
+    """Per-locale statistics of a label's sequential runs; each locale's mean over the runs
+    where it has a value."""
 
     def __init__(self, s: LabelSummary, boot: Bootstrap, hops: int) -> None:
         self.boot = boot
@@ -257,13 +322,21 @@ class _PerLocale:
         self.runs = len(s.runs)
         pairs = _counted(s)
         self.locales = sorted({locale for matrix, _ in pairs for locale in matrix.order})
-        stacks = [
+        self._stacks = [
             (matrix.order, np.concatenate([matrix.scores[None], boot.scores(matrix, counts)]))
             for matrix, counts in pairs
         ]
-        self.forgetting = self._mean(stacks, forgetting_terms)
-        self.own_shift = self._mean(stacks, own_shifts)
-        self.receiver = self._mean(stacks, lambda stack: receiver_transfer(stack, hops))
+        self._orders = _by_order(s)
+        self.forgetting = self._values(forgetting_terms)
+        self.own_shift = self._values(own_shifts)
+        self.receiver = self._values(lambda stack: receiver_transfer(stack, hops))
+
+    def _values(self, statistic: Callable[[np.ndarray], np.ndarray]) -> _LocaleValues:
+        by_order = {
+            order: self._mean([(m.order, m.scores[None]) for m in matrices], statistic)
+            for order, matrices in self._orders.items()
+        }
+        return _LocaleValues(self._mean(self._stacks, statistic), by_order)
 
     def _mean(
         self,
@@ -282,22 +355,34 @@ class _PerLocale:
             return total / np.where(count > 0, count, np.nan)
 
     def group_difference(
-        self, values: np.ndarray, first: Sequence[str], second: Sequence[str]
-    ) -> Interval | None:
+        self, values: _LocaleValues, first: Sequence[str], second: Sequence[str]
+    ) -> tuple[Interval, tuple[tuple[str, float], ...]] | None:
         """Mean of `values` over the locales `first` minus over `second` (those with a
-        value), as an interval; None when a side has no value."""
-        a, b = self._group(values, first), self._group(values, second)
-        if a is None or b is None:
+        value), as an interval, and order by order; None when a side has no value."""
+        difference = self._difference(values.pooled, first, second)
+        if difference is None:
             return None
-        difference = a - b
-        return self.boot.interval(float(difference[0]), difference[1:])
+        per_order = []
+        for order, alone in values.by_order.items():
+            found = self._difference(alone, first, second)
+            if found is not None:
+                per_order.append((order, float(found[0])))
+        return self.boot.interval(float(difference[0]), difference[1:]), tuple(per_order)
 
-    def group_mean(self, values: np.ndarray, locales: Sequence[str]) -> tuple[int, Interval] | None:
+    def _difference(
+        self, values: np.ndarray, first: Sequence[str], second: Sequence[str]
+    ) -> np.ndarray | None:
+        a, b = self._group(values, first), self._group(values, second)
+        return None if a is None or b is None else a - b
+
+    def group_mean(
+        self, values: _LocaleValues, locales: Sequence[str]
+    ) -> tuple[int, Interval] | None:
         """How many of `locales` have a value, and the interval of their mean."""
-        found = self._group(values, locales)
+        found = self._group(values.pooled, locales)
         if found is None:
             return None
-        kept = sum(not np.isnan(values[0, self.locales.index(x)]) for x in locales)
+        kept = sum(not np.isnan(values.pooled[0, self.locales.index(x)]) for x in locales)
         return kept, self.boot.interval(float(found[0]), found[1:])
 
     def _group(self, values: np.ndarray, locales: Sequence[str]) -> np.ndarray | None:
@@ -313,16 +398,17 @@ def _scripts(
     own mean as a note."""
     latin = [x for x in per_locale.locales if x in facts and facts[x].latin]
     other = [x for x in per_locale.locales if x in facts and not facts[x].latin]
-    interval = per_locale.group_difference(per_locale.forgetting, other, latin)
-    if interval is None:
+    found = per_locale.group_difference(per_locale.forgetting, other, latin)
+    if found is None:
         return [], []
+    interval, per_order = found
     statistic = f"{per_locale.name}: R[T,j] − R[j,j], non-Latin − Latin receivers"
     paper = "non-Latin forget more: < 0"
     means = []
     for name, group in (("Latin", latin), ("non-Latin", other)):
-        found = per_locale.group_mean(per_locale.forgetting, group)
-        assert found is not None, "both groups have a value where their difference has"
-        kept, mean = found
+        group_mean = per_locale.group_mean(per_locale.forgetting, group)
+        assert group_mean is not None, "both groups have a value where their difference has"
+        kept, mean = group_mean
         means.append(
             f"{name} {mean.estimate:+.3f} [{mean.low:+.3f}, {mean.high:+.3f}] ({kept} locales)"
         )
@@ -330,13 +416,14 @@ def _scripts(
         f"{per_locale.name}, R[T,j] − R[j,j] of a receiver (mean over {per_locale.runs} "
         f"run(s), then over the group): {'; '.join(means)}."
     )
-    return [Finding(3, statistic, paper, interval, BELOW, per_locale.runs, 1.0)], [note]
+    finding = Finding(3, statistic, paper, interval, BELOW, per_locale.runs, 1.0, per_order)
+    return [finding], [note]
 
 
 def _named_locales(
     claim: int,
     per_locale: _PerLocale,
-    values: np.ndarray,
+    values: _LocaleValues,
     named: Sequence[str],
     what: str,
     lowest: bool,
@@ -344,15 +431,17 @@ def _named_locales(
     """Claims 4 and 5: the paper's `named` locales against the others (`lowest`: the named
     ones lower), and the ranking of the locales as a note."""
     others = [x for x in per_locale.locales if x not in named]
-    interval = per_locale.group_difference(values, named, others)
-    if interval is None:
+    found = per_locale.group_difference(values, named, others)
+    if found is None:
         return [], []
+    interval, per_order = found
     listed = ", ".join(named)
     statistic = f"{per_locale.name}: {what}, {listed} − the others"
     paper = "most destructive: < 0" if lowest else "robust receivers: > 0"
     rule = BELOW if lowest else ABOVE
-    finding = Finding(claim, statistic, paper, interval, rule, per_locale.runs, 1.0)
-    estimates = {x: v for x, v in zip(per_locale.locales, values[0], strict=True) if v == v}
+    finding = Finding(claim, statistic, paper, interval, rule, per_locale.runs, 1.0, per_order)
+    pooled = values.pooled[0]
+    estimates = {x: v for x, v in zip(per_locale.locales, pooled, strict=True) if v == v}
     ranked = sorted(estimates, key=lambda x: estimates[x], reverse=not lowest)
     top = ", ".join(f"{x} {estimates[x]:+.3f}" for x in ranked[:LISTED])
     ranks = ", ".join(f"{x} {ranked.index(x) + 1}" if x in estimates else f"{x} –" for x in named)
@@ -399,3 +488,10 @@ def _value(value: float, scale: float) -> str:
     if np.isnan(value):
         return "–"
     return f"{value * scale:+.2f}" if scale != 1.0 else f"{value:+.3f}"
+
+
+def _per_order(finding: Finding) -> str:
+    """The per-order values ("1: +0.051 · 5: -0.012"), or "–" for fewer than two orders."""
+    if len(finding.per_order) < 2:
+        return "–"
+    return " · ".join(f"{order}: {_value(v, finding.scale)}" for order, v in finding.per_order)
