@@ -24,10 +24,12 @@ def write_counted_run(
     rank: int | None = None,
     model: str = "tiny",
     order_number: int | None = None,
+    schedule: str = "sequential",
 ) -> Path:
     """A finished sequential slot-filling run whose table is its counts' sums; each
     utterance's gold spans from `gold_spans`, its errors drawn from `seed`; its config
-    names `order_number` as its order (the paper's orders are numbered)."""
+    names `order_number` as its order (the paper's orders are numbered). Every step
+    scores every locale, as an independent run scoring all its models does."""
     rng = np.random.default_rng(seed)
     cells, rows = [], []
     for step in range(len(order) + 1):
@@ -60,7 +62,7 @@ def write_counted_run(
         "status": "done",
         "config": {"method": method, "rank": rank, "model": model, "order": order_number},
         "order": list(order),
-        "schedule": "sequential",
+        "schedule": schedule,
         "task": "massive-slots",
         "metric": "span F1",
     }

@@ -235,9 +235,27 @@ def test_runs_of_two_models_are_tested_apart(sweep: Path, tmp_path: Path) -> Non
 
 
 def test_each_order_alone_is_shown_beside_the_pooled_statistic(sweep: Path, tmp_path: Path) -> None:
-    # A method that does not depend on the order, run once, stands against each order.
+    # A method that does not depend on the order, run once, stands against each order;
+    # one that does, with one order done, only against that order.
     write_counted_run(
-        sweep, "alone", ORDERS[0], seed=7, method="nonshared-lora", gold_spans=GOLD, rank=8
+        sweep,
+        "alone",
+        ORDERS[0],
+        seed=7,
+        method="nonshared-lora",
+        gold_spans=GOLD,
+        rank=8,
+        schedule="independent",
+    )
+    write_counted_run(
+        sweep,
+        "r64",
+        ORDERS[1],
+        seed=8,
+        method="shared-lora",
+        gold_spans=GOLD,
+        rank=64,
+        order_number=ORDER_NUMBERS[1],
     )
     build_report([sweep], tmp_path / "report", resamples=RESAMPLES)
     table = pd.read_csv(tmp_path / "report" / "tables" / "claims.csv").set_index("statistic")
@@ -265,6 +283,11 @@ def test_each_order_alone_is_shown_beside_the_pooled_statistic(sweep: Path, tmp_
         latin = [v for x, v in kept.items() if LOCALES[x].latin]
         other = [v for x, v in kept.items() if not LOCALES[x].latin]
         return float(np.mean(other) - np.mean(latin))
+
+    rank = table.loc["final F1, SHARED LoRA 64 − SHARED LoRA 8"]
+    assert pd.isna(rank[columns[0]])
+    r64 = read_run_dir(sweep / "r64").matrix
+    assert rank[columns[1]] == pytest.approx(final_score(r64) - final_score(matrices["lora1"]))
 
     statistic = "VANILLA: R[T,j] − R[j,j], non-Latin − Latin receivers"
     expected = [scripts(matrices["van0"]), scripts(matrices["van1"])]

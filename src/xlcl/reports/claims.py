@@ -286,14 +286,14 @@ def _mean_of(metric: Callable[[ScoreMatrix], float], matrices: Sequence[ScoreMat
 def _order_differences(
     a: LabelSummary, b: LabelSummary, metric: str
 ) -> tuple[tuple[str, float], ...]:
-    """`metric` of `a` minus that of `b`, order by order (each order's runs averaged). A
-    label of one run, a method that does not depend on the order, stands against each order
-    of the other; two labels of several runs are compared on the orders both have."""
+    """`metric` of `a` minus that of `b`, order by order (each order's runs averaged), on
+    the orders both have. A method that does not depend on the order (its schedule says so:
+    MULTI, MONO) stands, all its runs together, against each order of the other."""
     first, second = _by_order(a), _by_order(b)
-    if len(a.runs) == 1:
-        first = dict.fromkeys(second, next(iter(first.values())))
-    elif len(b.runs) == 1:
-        second = dict.fromkeys(first, next(iter(second.values())))
+    if not a.first.matrix.schedule.order_dependent:
+        first = {order: [run.matrix for run in a.runs] for order in second}
+    elif not b.first.matrix.schedule.order_dependent:
+        second = {order: [run.matrix for run in b.runs] for order in first}
     function = CI_METRICS[metric]
     return tuple(
         (order, _mean_of(function, first[order]) - _mean_of(function, second[order]))
